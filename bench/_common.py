@@ -6,6 +6,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
+from pathlib import Path
+_ROOT = str(Path(__file__).resolve().parents[1])
+if _ROOT not in sys.path: sys.path.insert(0, _ROOT)   # run from a clone without installing
+
 import torch
 
 EXAMPLE_SHAPES = [(3, 765, 512), (3, 608, 911)]  # the two running-example images of chapter 00
@@ -93,9 +97,10 @@ def fmt(s: dict, unit="s") -> str:
             f"n={s['n']})")
 
 
-def report_ratio(times: dict, ours: str, theirs: str, goal: float | None = None) -> float:
-    "Print each timing and the ratio of medians ours/theirs (with the ratio of per-round pairs as a spread)."
-    for k, v in times.items(): print(f"  {k:>28s}: {fmt(stats(v))}")
+def report_ratio(times: dict, ours: str, theirs: str, goal: float | None = None, show: bool = True) -> float:
+    "Print each timing (if `show`) and the ratio of medians ours/theirs (with the per-round ratios as a spread)."
+    if show:
+        for k, v in times.items(): print(f"  {k:>28s}: {fmt(stats(v))}")
     r = stats(times[ours])["median"] / stats(times[theirs])["median"]
     pair = sorted(a / b for a, b in zip(times[ours], times[theirs]))
     g = "" if goal is None else f"  goal <= {goal}: {'MET' if r <= goal else 'NOT MET'}"
@@ -111,15 +116,15 @@ def rss_now_kb() -> int:
 def peak_rss_kb() -> int: return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
-def measure_peak(setup, run) -> dict:
-    "Run `setup()` then `run(state)` once in this process; returns RSS before the run, peak, and peak delta in MiB."
-    state = setup()
-    import gc; gc.collect()
-    before = rss_now_kb(); peak_before = peak_rss_kb()
-    run(state)
-    peak = peak_rss_kb()
-    return dict(rss_before_mib=before / 1024, peak_mib=peak / 1024, delta_mib=(peak - before) / 1024,
-                peak_before_run_mib=peak_before / 1024)
+def measure_peak(run, repeats: int = 2) -> dict:
+    "Peak RSS above the RSS just before: of the first call of `run()` and of a later (steady-state) call, MiB."
+    import gc
+    gc.collect()
+    before = rss_now_kb(); reset_peak(); run(); first = vm_hwm_kb() - before
+    for _ in range(repeats - 1):
+        gc.collect(); before2 = rss_now_kb(); reset_peak(); run(); steady = vm_hwm_kb() - before2
+    return dict(first_call_mib=round(first / 1024, 1), steady_mib=round(steady / 1024, 1),
+                rss_before_mib=round(before / 1024, 1), peak_total_mib=round(peak_rss_kb() / 1024, 1))
 
 
 def peak_in_subprocess(script: str, impl: str, extra=()) -> dict:
@@ -128,3 +133,24 @@ def peak_in_subprocess(script: str, impl: str, extra=()) -> dict:
     for line in out.stdout.splitlines()[::-1]:
         if line.startswith("MEM "): return json.loads(line[4:])
     raise RuntimeError(f"no MEM line from {script} --mem {impl}:\n{out.stdout}\n{out.stderr}")
+
+
+def ours_build_detr():
+    "`annotated_detr.transformer.build_detr` (BENCH_PROTO=<file> execs a prototype into the module while chapter 05 is unexported)."
+    import annotated_detr.transformer as T
+    if not hasattr(T, 'build_detr') and os.environ.get('BENCH_PROTO'):
+        exec(compile(open(os.environ['BENCH_PROTO']).read(), os.environ['BENCH_PROTO'], 'exec'), T.__dict__)
+    return T.build_detr
+
+
+def reset_peak():
+    "Reset the kernel's peak-RSS counter (VmHWM) of this process, so the next peak is of what follows."
+    with open('/proc/self/clear_refs', 'w') as f: f.write('5')
+
+
+def vm_hwm_kb() -> int:
+    "Peak RSS (VmHWM) of this process since start or the last `reset_peak`, KiB."
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith('VmHWM'): return int(line.split()[1])
+    return peak_rss_kb()

@@ -1,0 +1,178 @@
+"""Training-step benchmark: DETR-R50, batch 2 at the evaluation size of two COCO images, CPU.
+
+One step = forward, Hungarian matching, loss (with the 5 auxiliary decoder losses), backward, gradient
+clipping at 0.1, AdamW step (lr 1e-4, backbone 1e-5, weight decay 1e-4), dropout 0.1 on.
+Ours: `build_detr` + `build_criterion`. Theirs: HuggingFace `DetrForObjectDetection` (same architecture,
+random weights, `auxiliary_loss=True`) with its own matcher and loss via `labels=[{'class_labels', 'boxes'}]`.
+
+The same work on both sides: transformers as shipped freezes every backbone parameter (its filter looks
+for 'stage.1' in names that read 'stages.1'), while DETR trains layer2..layer4; by default we unfreeze
+transformers' stages 1..3 so both train the same 41,302,368 parameters (`--hf-as-shipped` keeps its
+freezing). Images [3, 800, 1066] and [3, 800, 1200] (padded to 800 x 1200), 4 and 7 targets.
+
+    python bench/train_step.py            # full run (timings + peak memory in subprocesses)
+    python bench/train_step.py --quick    # smoke run
+"""
+from __future__ import annotations
+import argparse, json, sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
+from _levers import channels_last  # noqa: E402
+import torch  # noqa: E402
+
+GOAL = 0.7
+LR, LR_BACKBONE, WD, CLIP = 1e-4, 1e-5, 1e-4, 0.1
+
+
+def make_targets(seed=0, counts=(4, 7)):
+    "A few random targets per image: labels in 1..90, boxes normalized (cx, cy, w, h) inside the image."
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for n in counts:
+        wh = 0.05 + 0.35 * torch.rand(n, 2, generator=g)
+        c = wh / 2 + (1 - wh) * torch.rand(n, 2, generator=g)
+        out.append({'labels': torch.randint(1, 91, (n,), generator=g), 'boxes': torch.cat([c, wh], 1)})
+    return out
+
+
+def param_groups(model, backbone_key):
+    bb = [p for n, p in model.named_parameters() if backbone_key in n and p.requires_grad]
+    rest = [p for n, p in model.named_parameters() if backbone_key not in n and p.requires_grad]
+    return [{'params': rest, 'lr': LR}, {'params': bb, 'lr': LR_BACKBONE}]
+
+
+def build_ours(levers=()):
+    from annotated_detr.nested_tensor import NestedTensor
+    from annotated_detr.matcher_loss import build_criterion
+    torch.manual_seed(0)
+    model = C.ours_build_detr()(num_classes=91).train()
+    criterion = build_criterion(num_classes=91).train()
+    cl = 'cl' in levers
+    if cl: model = channels_last(model)
+    opt = torch.optim.AdamW(param_groups(model, 'backbone'), lr=LR, weight_decay=WD)
+    x, mask = C.pad_batch(C.random_images(C.COCO_SHAPES))
+    targets = make_targets()
+
+    def step():
+        xx = x.contiguous(memory_format=torch.channels_last) if cl else x
+        out = model(NestedTensor(xx, mask))
+        ld = criterion(out, targets)
+        loss = sum(ld[k] * w for k, w in criterion.weight_dict.items() if k in ld)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
+        opt.step()
+        return loss.detach()
+    return model, step
+
+
+def build_theirs(levers=(), as_shipped=False):
+    model = C.hf_detr(num_labels=91, aux_loss=True).train()
+    if not as_shipped:   # train layer2..4 (HF stages 1..3) like DETR
+        for n, p in model.named_parameters():
+            if 'backbone' in n and any(f'stages.{i}.' in n for i in (1, 2, 3)): p.requires_grad_(True)
+    cl = 'cl' in levers
+    if cl: model = channels_last(model)
+    opt = torch.optim.AdamW(param_groups(model, 'backbone'), lr=LR, weight_decay=WD)
+    x, mask = C.pad_batch(C.random_images(C.COCO_SHAPES))
+    pixel_mask = (~mask).long()
+    labels = [{'class_labels': t['labels'], 'boxes': t['boxes']} for t in make_targets()]
+
+    def step():
+        xx = x.contiguous(memory_format=torch.channels_last) if cl else x
+        out = model(pixel_values=xx, pixel_mask=pixel_mask, labels=labels)
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
+        opt.step()
+        return out.loss.detach()
+    return model, step
+
+
+def n_trainable(m): return sum(p.numel() for p in m.parameters() if p.requires_grad)
+
+
+def parse_levers(s): return tuple(v for v in s.split(',') if v)
+
+
+def mem_main(impl, levers, threads, as_shipped):
+    torch.set_num_threads(threads)
+    if impl == 'theirs': _, step = build_theirs(as_shipped=as_shipped)
+    else: _, step = build_ours(levers if impl == 'ours_fast' else ())
+    print('MEM ' + json.dumps(C.measure_peak(step, repeats=2)))
+
+
+def check_fast_matches_plain(levers):
+    "One step of plain and fast ours from the same weights (dropout off): same loss and same gradients to 1e-4."
+    import copy
+    from annotated_detr.nested_tensor import NestedTensor
+    from annotated_detr.matcher_loss import build_criterion
+    torch.manual_seed(0)
+    plain = C.ours_build_detr()(num_classes=91, dropout=0.0).train()
+    fast = copy.deepcopy(plain)
+    if 'cl' in levers: fast = channels_last(fast)
+    crit = build_criterion(num_classes=91)
+    x, mask = C.pad_batch(C.random_images([(3, 256, 320), (3, 224, 288)]))
+    targets = make_targets()
+    res = []
+    for m, xx in [(plain, x), (fast, x.contiguous(memory_format=torch.channels_last) if 'cl' in levers else x)]:
+        ld = crit(m(NestedTensor(xx, mask)), targets)
+        loss = sum(ld[k] * w for k, w in crit.weight_dict.items() if k in ld)
+        loss.backward()
+        res.append((loss.detach(), {n: p.grad for n, p in m.named_parameters() if p.grad is not None}))
+    (l0, g0), (l1, g1) = res
+    dl = (l0 - l1).abs().item()
+    dg = max(((g0[k] - g1[k]).abs().max() / g0[k].abs().max().clamp(min=1e-12)).item() for k in g0)
+    return dl, dg
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--quick', action='store_true', help='2 repeats, no memory subprocesses')
+    p.add_argument('--repeats', type=int, default=5)
+    p.add_argument('--threads', type=int, default=2)
+    p.add_argument('--levers', default='cl', help="ours' fast path: comma list of: cl")
+    p.add_argument('--hf-as-shipped', action='store_true', help="keep transformers' backbone fully frozen")
+    p.add_argument('--no-mem', action='store_true')
+    p.add_argument('--mem', choices=['ours_plain', 'ours_fast', 'theirs'], help=argparse.SUPPRESS)
+    a = p.parse_args()
+    levers = parse_levers(a.levers)
+    if a.mem: return mem_main(a.mem, levers, a.threads, a.hf_as_shipped)
+    if a.quick: a.repeats, a.no_mem = 2, True
+    torch.set_num_threads(a.threads)
+    print(f"machine: {C.machine()}")
+    if levers:
+        dl, dg = check_fast_matches_plain(levers)
+        ok = dl <= 1e-4 and dg <= 1e-4
+        print(f"check: fast ({'+'.join(levers)}) vs plain, one step at a small size: |loss diff| {dl:.1e}, "
+              f"max relative grad diff {dg:.1e} -> {'OK' if ok else 'FAIL'}")
+        if not ok: raise SystemExit("fast path differs from plain path by more than 1e-4")
+    ours, step_plain = build_ours()
+    ours_f, step_fast = build_ours(levers)
+    theirs, step_theirs = build_theirs(as_shipped=a.hf_as_shipped)
+    print(f"trainable params: ours {n_trainable(ours):,}  transformers {n_trainable(theirs):,}"
+          f"{' (as shipped)' if a.hf_as_shipped else ''}")
+    fast_name = f'ours (+{"+".join(levers)})' if levers else None
+    fns = {'ours (plain)': step_plain, 'transformers': step_theirs}
+    if levers: fns[fast_name] = step_fast
+    print(f"input: {[list(s) for s in C.COCO_SHAPES]} padded to {list(C.pad_batch(C.random_images(C.COCO_SHAPES))[0].shape)}, "
+          f"targets {[len(t['labels']) for t in make_targets()]}")
+    print(f"load before: {C.loadavg()}")
+    t = C.interleaved(fns, a.repeats, warmup=1)
+    print(f"load after:  {C.loadavg()}")
+    print("training step, seconds:")
+    C.report_ratio(t, 'ours (plain)', 'transformers', GOAL)
+    if levers: C.report_ratio({k: t[k] for k in [fast_name, 'transformers']}, fast_name, 'transformers', GOAL, show=False)
+    if not a.no_mem:
+        print("peak RSS above the RSS before the step (separate process each; first step incl. optimizer state / later step):")
+        extra = ['--levers', a.levers, '--threads', str(a.threads)] + (['--hf-as-shipped'] if a.hf_as_shipped else [])
+        for impl in ['ours_plain', 'ours_fast', 'theirs'] if levers else ['ours_plain', 'theirs']:
+            r = C.peak_in_subprocess(__file__, impl, extra)
+            print(f"  {impl:>11s}: first {r['first_call_mib']:.0f} MiB, steady {r['steady_mib']:.0f} MiB "
+                  f"(RSS before {r['rss_before_mib']:.0f} MiB, process peak {r['peak_total_mib']:.0f} MiB)")
+
+
+if __name__ == '__main__':
+    main()
