@@ -6,5 +6,15 @@ __version__ = "0.1.0"
 # %% auto #0
 __all__ = []
 
-# %% ../nbs/index.ipynb #719795d7
+# %% ../nbs/index.ipynb #5718ac22
+from .data import (CocoDetection, build_dataset, make_coco_transforms, make_shapes_dataset,
+                                 SHAPES_CATEGORIES)
 from .nested_tensor import NestedTensor, nested_tensor_from_tensor_list, collate_fn
+from .backbone import Backbone
+from .position_encoding import PositionEmbeddingSine, PositionEmbeddingLearned
+from .joiner import Joiner, build_backbone
+from .transformer import (DETR, Transformer, build_detr, load_checkpoint, detr_resnet50,
+                                        detr_resnet50_dc5, detr_resnet101, detr_resnet101_dc5,
+                                        decoder_cross_attention, encoder_self_attention, keep_attention_weights)
+from .matcher_loss import (HungarianMatcher, SetCriterion, PostProcess, build_criterion,
+                                         detect, draw_detections, COCO_CLASSES)

@@ -105,27 +105,32 @@ def mem_main(impl, levers, threads, as_shipped):
 
 
 def check_fast_matches_plain(levers):
-    "One step of plain and fast ours from the same weights (dropout off): same loss and same gradients to 1e-4."
+    """One step (dropout off) of plain fp32, fast fp32 and plain float64 from the same weights at a small size.
+    Returns |loss fast - loss plain| and the gradient error (norm over all parameters, relative) of plain
+    and of fast against float64: fp32 gradients of a 50-layer net differ from any reordered sum at ~1e-3,
+    so the fair test is that the fast path is no less accurate than the plain one."""
     import copy
     from annotated_detr.nested_tensor import NestedTensor
     from annotated_detr.matcher_loss import build_criterion
     torch.manual_seed(0)
     plain = C.ours_build_detr()(num_classes=91, dropout=0.0).train()
-    fast = copy.deepcopy(plain)
-    if 'cl' in levers: fast = channels_last(fast)
     crit = build_criterion(num_classes=91)
     x, mask = C.pad_batch(C.random_images([(3, 256, 320), (3, 224, 288)]))
     targets = make_targets()
-    res = []
-    for m, xx in [(plain, x), (fast, x.contiguous(memory_format=torch.channels_last) if 'cl' in levers else x)]:
-        ld = crit(m(NestedTensor(xx, mask)), targets)
+    res = {}
+    for v in ['plain', 'fast', 'f64']:
+        m, xx, tg, cr = copy.deepcopy(plain), x, targets, crit
+        if v == 'fast' and 'cl' in levers: m, xx = channels_last(m), x.contiguous(memory_format=torch.channels_last)
+        if v == 'f64':
+            m, xx, cr = m.double(), x.double(), copy.deepcopy(crit).double()
+            tg = [{'labels': t['labels'], 'boxes': t['boxes'].double()} for t in targets]
+        ld = cr(m(NestedTensor(xx, mask)), tg)
         loss = sum(ld[k] * w for k, w in crit.weight_dict.items() if k in ld)
         loss.backward()
-        res.append((loss.detach(), {n: p.grad for n, p in m.named_parameters() if p.grad is not None}))
-    (l0, g0), (l1, g1) = res
-    dl = (l0 - l1).abs().item()
-    dg = max(((g0[k] - g1[k]).abs().max() / g0[k].abs().max().clamp(min=1e-12)).item() for k in g0)
-    return dl, dg
+        res[v] = (loss.item(), torch.cat([p.grad.double().flatten() for p in m.parameters() if p.grad is not None]))
+    g64 = res['f64'][1]
+    err = {v: ((res[v][1] - g64).norm() / g64.norm()).item() for v in ['plain', 'fast']}
+    return abs(res['fast'][0] - res['plain'][0]), err['plain'], err['fast']
 
 
 def main():
@@ -144,10 +149,10 @@ def main():
     torch.set_num_threads(a.threads)
     print(f"machine: {C.machine()}")
     if levers:
-        dl, dg = check_fast_matches_plain(levers)
-        ok = dl <= 1e-4 and dg <= 1e-4
-        print(f"check: fast ({'+'.join(levers)}) vs plain, one step at a small size: |loss diff| {dl:.1e}, "
-              f"max relative grad diff {dg:.1e} -> {'OK' if ok else 'FAIL'}")
+        dl, ep, ef = check_fast_matches_plain(levers)
+        ok = dl <= 1e-4 and ef <= 2 * ep + 1e-6
+        print(f"check: fast ({'+'.join(levers)}) vs plain, one step at a small size: |loss diff| {dl:.1e}; "
+              f"gradient error vs float64: plain {ep:.1e}, fast {ef:.1e} -> {'OK' if ok else 'FAIL'}")
         if not ok: raise SystemExit("fast path differs from plain path by more than 1e-4")
     ours, step_plain = build_ours()
     ours_f, step_fast = build_ours(levers)
