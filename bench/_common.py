@@ -63,6 +63,10 @@ def hf_detr(num_labels=91, aux_loss=False, backbone="resnet50", attn_implementat
                      num_queries=100, num_labels=num_labels, d_model=256, encoder_layers=6, decoder_layers=6,
                      encoder_attention_heads=8, decoder_attention_heads=8, encoder_ffn_dim=2048,
                      decoder_ffn_dim=2048, dropout=0.1, auxiliary_loss=aux_loss,
+                     # DETR's layers drop out attention weights and the FFN's hidden units too (nn.MultiheadAttention
+                     # and the FFN with dropout=0.1); DetrConfig defaults both to 0, which on CPU would also let its
+                     # training step take SDPA's flash kernel (no dropout support) where DETR must take the math path.
+                     attention_dropout=0.1, activation_dropout=0.1,
                      class_cost=1, bbox_cost=5, giou_cost=2, bbox_loss_coefficient=5,
                      giou_loss_coefficient=2, eos_coefficient=0.1, **kw)
     torch.manual_seed(0)
@@ -104,7 +108,9 @@ def report_ratio(times: dict, ours: str, theirs: str, goal: float | None = None,
     r = stats(times[ours])["median"] / stats(times[theirs])["median"]
     pair = sorted(a / b for a, b in zip(times[ours], times[theirs]))
     g = "" if goal is None else f"  goal <= {goal}: {'MET' if r <= goal else 'NOT MET'}"
-    print(f"  ratio {ours}/{theirs} = {r:.3f} (per-round ratios min {pair[0]:.3f}, max {pair[-1]:.3f}){g}")
+    rmin = stats(times[ours])["min"] / stats(times[theirs])["min"]
+    print(f"  ratio {ours}/{theirs} = {r:.3f} of medians; {rmin:.3f} of minima; per-round ratios "
+          f"{pair[0]:.3f}..{pair[-1]:.3f} (median {statistics.median(pair):.3f}){g}")
     return r
 
 
@@ -136,11 +142,9 @@ def peak_in_subprocess(script: str, impl: str, extra=()) -> dict:
 
 
 def ours_build_detr():
-    "`annotated_detr.transformer.build_detr` (BENCH_PROTO=<file> execs a prototype into the module while chapter 05 is unexported)."
-    import annotated_detr.transformer as T
-    if not hasattr(T, 'build_detr') and os.environ.get('BENCH_PROTO'):
-        exec(compile(open(os.environ['BENCH_PROTO']).read(), os.environ['BENCH_PROTO'], 'exec'), T.__dict__)
-    return T.build_detr
+    "`annotated_detr.transformer.build_detr`."
+    from annotated_detr.transformer import build_detr
+    return build_detr
 
 
 def reset_peak():
@@ -154,3 +158,81 @@ def vm_hwm_kb() -> int:
         for line in f:
             if line.startswith('VmHWM'): return int(line.split()[1])
     return peak_rss_kb()
+
+
+def calibrate_frozen_bn(model, samples):
+    """Give a randomly initialized model realistic numerics: in one forward pass (in order), set each frozen
+    batch norm's running mean/var to the per-channel statistics of its input, as a trained network's would
+    roughly be. Without this a random deep ResNet's activations grow or vanish layer after layer, which
+    leads to denormal numbers and timings that say nothing about a real model."""
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    def pre(mod, args):
+        x = args[0]
+        mod.running_mean.copy_(x.mean((0, 2, 3)))
+        mod.running_var.copy_(x.var((0, 2, 3)) + 1e-3)
+    hooks = [m.register_forward_pre_hook(pre) for m in model.modules() if isinstance(m, FrozenBatchNorm2d)]
+    try:
+        with torch.no_grad(): model(samples)
+    finally:
+        for h in hooks: h.remove()
+    return model
+
+
+def ours_to_hf_state_dict(sd: dict) -> dict:
+    "Rename (and split q/k/v of) our checkpoint-named state dict into transformers' DetrForObjectDetection names."
+    import re
+    out = {}
+    bn = {'weight', 'bias', 'running_mean', 'running_var'}
+    for k, v in sd.items():
+        if k.endswith('num_batches_tracked'): continue
+        m = re.match(r'backbone\.0\.body\.(.*)', k)
+        if m:
+            r = m.group(1)
+            p = 'model.backbone.model.'
+            r2 = re.sub(r'^conv1\.', 'embedder.embedder.convolution.', r)
+            r2 = re.sub(r'^bn1\.', 'embedder.embedder.normalization.', r2)
+            r2 = re.sub(r'^layer(\d)\.(\d+)\.', lambda g: f'encoder.stages.{int(g.group(1)) - 1}.layers.{g.group(2)}.', r2)
+            r2 = re.sub(r'\.downsample\.0\.', '.shortcut.convolution.', r2)
+            r2 = re.sub(r'\.downsample\.1\.', '.shortcut.normalization.', r2)
+            r2 = re.sub(r'\.conv(\d)\.', lambda g: f'.layer.{int(g.group(1)) - 1}.convolution.', r2)
+            r2 = re.sub(r'\.bn(\d)\.', lambda g: f'.layer.{int(g.group(1)) - 1}.normalization.', r2)
+            out[p + r2] = v; continue
+        if k.startswith('backbone.1.'): continue   # sine encoding: no parameters
+        if k.startswith('input_proj.'): out['model.input_projection.' + k.split('.', 1)[1]] = v; continue
+        if k == 'query_embed.weight': out['model.query_position_embeddings.weight'] = v; continue
+        if k.startswith('class_embed.'): out['class_labels_classifier.' + k.split('.', 1)[1]] = v; continue
+        if k.startswith('bbox_embed.'): out['bbox_predictor.' + k.split('.', 1)[1]] = v; continue
+        if k.startswith('transformer.decoder.norm.'): out['model.decoder.layernorm.' + k.rsplit('.', 1)[1]] = v; continue
+        m = re.match(r'transformer\.(encoder|decoder)\.layers\.(\d+)\.(.*)', k)
+        assert m, k
+        part, i, r = m.groups()
+        pre = f'model.{part}.layers.{i}.'
+        attn = {'self_attn': 'self_attn', 'multihead_attn': 'encoder_attn'}
+        a = re.match(r'(self_attn|multihead_attn)\.(in_proj_weight|in_proj_bias|out_proj\.weight|out_proj\.bias)', r)
+        if a:
+            name, what = attn[a.group(1)], a.group(2)
+            if what.startswith('in_proj'):
+                kind = 'weight' if what.endswith('weight') else 'bias'
+                for t, chunk in zip('qkv', v.chunk(3, 0)): out[f'{pre}{name}.{t}_proj.{kind}'] = chunk
+            else: out[f'{pre}{name}.o_proj.{what.split(".")[1]}'] = v
+            continue
+        norms = ({'norm1': 'self_attn_layer_norm', 'norm2': 'final_layer_norm'} if part == 'encoder' else
+                 {'norm1': 'self_attn_layer_norm', 'norm2': 'encoder_attn_layer_norm', 'norm3': 'final_layer_norm'})
+        r = re.sub(r'^linear1\.', 'mlp.fc1.', r); r = re.sub(r'^linear2\.', 'mlp.fc2.', r)
+        r = re.sub(r'^(norm\d)\.', lambda g: norms[g.group(1)] + '.', r)
+        out[pre + r] = v
+    return out
+
+
+def same_weights_pair(shapes=EXAMPLE_SHAPES, aux_loss=True, train=False, calib_seed=1):
+    "Our DETR-R50 (random init, frozen BN calibrated) and transformers' DETR loaded with the very same weights."
+    from annotated_detr.nested_tensor import nested_tensor_from_tensor_list
+    torch.manual_seed(0)
+    ours = ours_build_detr()(num_classes=91, aux_loss=aux_loss)
+    calib = [torch.nn.functional.interpolate(i[None], scale_factor=0.5)[0] for i in random_images(shapes, seed=calib_seed)]
+    calibrate_frozen_bn(ours.eval(), nested_tensor_from_tensor_list(calib))
+    theirs = hf_detr(num_labels=91, aux_loss=aux_loss)
+    missing, unexpected = theirs.load_state_dict(ours_to_hf_state_dict(ours.state_dict()), strict=False)
+    if missing or unexpected: raise RuntimeError(f"weight transfer to transformers: missing {missing}, unexpected {unexpected}")
+    return ours.train(train), theirs.train(train)

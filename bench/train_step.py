@@ -19,11 +19,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
-from _levers import channels_last  # noqa: E402
+from _levers import channels_last, fuse_frozen_bn  # noqa: E402
 import torch  # noqa: E402
 
 GOAL = 0.7
 LR, LR_BACKBONE, WD, CLIP = 1e-4, 1e-5, 1e-4, 0.1
+FUSED_ADAMW = False   # --fused-adamw: both sides use torch's fused AdamW kernel
 
 
 def make_targets(seed=0, counts=(4, 7)):
@@ -43,52 +44,47 @@ def param_groups(model, backbone_key):
     return [{'params': rest, 'lr': LR}, {'params': bb, 'lr': LR_BACKBONE}]
 
 
-def build_ours(levers=()):
+def make_step(model, levers=(), impl='ours'):
+    "A no-argument callable doing one training step of `model` (a private copy, with its own AdamW)."
+    import copy
     from annotated_detr.nested_tensor import NestedTensor
     from annotated_detr.matcher_loss import build_criterion
-    torch.manual_seed(0)
-    model = C.ours_build_detr()(num_classes=91).train()
-    criterion = build_criterion(num_classes=91).train()
-    cl = 'cl' in levers
-    if cl: model = channels_last(model)
-    opt = torch.optim.AdamW(param_groups(model, 'backbone'), lr=LR, weight_decay=WD)
+    model = copy.deepcopy(model).train()
     x, mask = C.pad_batch(C.random_images(C.COCO_SHAPES))
     targets = make_targets()
+    cl = 'cl' in levers
+    if impl == 'ours' and 'fuse' in levers: model = fuse_frozen_bn(model)
+    if cl: model = channels_last(model)
+    xx = lambda: x.contiguous(memory_format=torch.channels_last) if cl else x
+    opt = torch.optim.AdamW(param_groups(model, 'backbone'), lr=LR, weight_decay=WD, fused=FUSED_ADAMW or None)
+    if impl == 'theirs':
+        pixel_mask = (~mask).long()
+        labels = [{'class_labels': t['labels'], 'boxes': t['boxes']} for t in targets]
+        def loss_fn(): return model(pixel_values=xx(), pixel_mask=pixel_mask, labels=labels).loss
+    else:
+        criterion = build_criterion(num_classes=91).train()
+        def loss_fn():
+            ld = criterion(model(NestedTensor(xx(), mask)), targets)
+            return sum(ld[k] * w for k, w in criterion.weight_dict.items() if k in ld)
 
     def step():
-        xx = x.contiguous(memory_format=torch.channels_last) if cl else x
-        out = model(NestedTensor(xx, mask))
-        ld = criterion(out, targets)
-        loss = sum(ld[k] * w for k, w in criterion.weight_dict.items() if k in ld)
+        loss = loss_fn()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
         opt.step()
         return loss.detach()
-    return model, step
+    step.model = model
+    return step
 
 
-def build_theirs(levers=(), as_shipped=False):
-    model = C.hf_detr(num_labels=91, aux_loss=True).train()
-    if not as_shipped:   # train layer2..4 (HF stages 1..3) like DETR
-        for n, p in model.named_parameters():
+def models(as_shipped=False):
+    "Ours and transformers' DETR-R50 with identical (calibrated random) weights and the same trainable parameters."
+    ours, theirs = C.same_weights_pair(aux_loss=True, train=True)
+    if not as_shipped:   # train layer2..4 (transformers' stages 1..3) like DETR
+        for n, p in theirs.named_parameters():
             if 'backbone' in n and any(f'stages.{i}.' in n for i in (1, 2, 3)): p.requires_grad_(True)
-    cl = 'cl' in levers
-    if cl: model = channels_last(model)
-    opt = torch.optim.AdamW(param_groups(model, 'backbone'), lr=LR, weight_decay=WD)
-    x, mask = C.pad_batch(C.random_images(C.COCO_SHAPES))
-    pixel_mask = (~mask).long()
-    labels = [{'class_labels': t['labels'], 'boxes': t['boxes']} for t in make_targets()]
-
-    def step():
-        xx = x.contiguous(memory_format=torch.channels_last) if cl else x
-        out = model(pixel_values=xx, pixel_mask=pixel_mask, labels=labels)
-        opt.zero_grad(set_to_none=True)
-        out.loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
-        opt.step()
-        return out.loss.detach()
-    return model, step
+    return ours, theirs
 
 
 def n_trainable(m): return sum(p.numel() for p in m.parameters() if p.requires_grad)
@@ -99,8 +95,9 @@ def parse_levers(s): return tuple(v for v in s.split(',') if v)
 
 def mem_main(impl, levers, threads, as_shipped):
     torch.set_num_threads(threads)
-    if impl == 'theirs': _, step = build_theirs(as_shipped=as_shipped)
-    else: _, step = build_ours(levers if impl == 'ours_fast' else ())
+    ours, theirs = models(as_shipped)
+    step = make_step(theirs, (), 'theirs') if impl == 'theirs' else make_step(ours, levers if impl == 'ours_fast' else ())
+    del ours, theirs
     print('MEM ' + json.dumps(C.measure_peak(step, repeats=2)))
 
 
@@ -112,14 +109,17 @@ def check_fast_matches_plain(levers):
     import copy
     from annotated_detr.nested_tensor import NestedTensor
     from annotated_detr.matcher_loss import build_criterion
-    torch.manual_seed(0)
-    plain = C.ours_build_detr()(num_classes=91, dropout=0.0).train()
+    plain = models()[0]
+    for m in plain.modules():
+        if isinstance(m, torch.nn.Dropout): m.p = 0.0
+        if hasattr(m, 'dropout') and isinstance(m.dropout, float): m.dropout = 0.0
     crit = build_criterion(num_classes=91)
     x, mask = C.pad_batch(C.random_images([(3, 256, 320), (3, 224, 288)]))
     targets = make_targets()
     res = {}
     for v in ['plain', 'fast', 'f64']:
         m, xx, tg, cr = copy.deepcopy(plain), x, targets, crit
+        if v == 'fast' and 'fuse' in levers: m = fuse_frozen_bn(m)
         if v == 'fast' and 'cl' in levers: m, xx = channels_last(m), x.contiguous(memory_format=torch.channels_last)
         if v == 'f64':
             m, xx, cr = m.double(), x.double(), copy.deepcopy(crit).double()
@@ -138,12 +138,15 @@ def main():
     p.add_argument('--quick', action='store_true', help='2 repeats, no memory subprocesses')
     p.add_argument('--repeats', type=int, default=5)
     p.add_argument('--threads', type=int, default=2)
-    p.add_argument('--levers', default='cl', help="ours' fast path: comma list of: cl")
+    p.add_argument('--levers', default='fuse,cl', help="ours' fast path: comma list of: fuse, cl")
     p.add_argument('--hf-as-shipped', action='store_true', help="keep transformers' backbone fully frozen")
     p.add_argument('--no-mem', action='store_true')
+    p.add_argument('--fused-adamw', action='store_true', help='AdamW(fused=True) for both (transformers Trainer default)')
     p.add_argument('--mem', choices=['ours_plain', 'ours_fast', 'theirs'], help=argparse.SUPPRESS)
     a = p.parse_args()
     levers = parse_levers(a.levers)
+    global FUSED_ADAMW
+    FUSED_ADAMW = a.fused_adamw
     if a.mem: return mem_main(a.mem, levers, a.threads, a.hf_as_shipped)
     if a.quick: a.repeats, a.no_mem = 2, True
     torch.set_num_threads(a.threads)
@@ -154,9 +157,8 @@ def main():
         print(f"check: fast ({'+'.join(levers)}) vs plain, one step at a small size: |loss diff| {dl:.1e}; "
               f"gradient error vs float64: plain {ep:.1e}, fast {ef:.1e} -> {'OK' if ok else 'FAIL'}")
         if not ok: raise SystemExit("fast path differs from plain path by more than 1e-4")
-    ours, step_plain = build_ours()
-    ours_f, step_fast = build_ours(levers)
-    theirs, step_theirs = build_theirs(as_shipped=a.hf_as_shipped)
+    ours, theirs = models(a.hf_as_shipped)
+    step_plain, step_fast, step_theirs = make_step(ours), make_step(ours, levers), make_step(theirs, (), 'theirs')
     print(f"trainable params: ours {n_trainable(ours):,}  transformers {n_trainable(theirs):,}"
           f"{' (as shipped)' if a.hf_as_shipped else ''}")
     fast_name = f'ours (+{"+".join(levers)})' if levers else None
@@ -172,7 +174,8 @@ def main():
     if levers: C.report_ratio({k: t[k] for k in [fast_name, 'transformers']}, fast_name, 'transformers', GOAL, show=False)
     if not a.no_mem:
         print("peak RSS above the RSS before the step (separate process each; first step incl. optimizer state / later step):")
-        extra = ['--levers', a.levers, '--threads', str(a.threads)] + (['--hf-as-shipped'] if a.hf_as_shipped else [])
+        extra = (['--levers', a.levers, '--threads', str(a.threads)] + (['--hf-as-shipped'] if a.hf_as_shipped else [])
+                 + (['--fused-adamw'] if a.fused_adamw else []))
         for impl in ['ours_plain', 'ours_fast', 'theirs'] if levers else ['ours_plain', 'theirs']:
             r = C.peak_in_subprocess(__file__, impl, extra)
             print(f"  {impl:>11s}: first {r['first_call_mib']:.0f} MiB, steady {r['steady_mib']:.0f} MiB "
