@@ -14,7 +14,47 @@ from pathlib import Path
 from .nested_tensor import NestedTensor
 
 # %% auto #0
-__all__ = ['RESNETS', 'resnet_weights', 'resnet_state_dict', 'Backbone']
+__all__ = ['RESNETS', 'FrozenBNInConv', 'ConvWithFrozenBN', 'fuse_frozen_bn', 'resnet_weights', 'resnet_state_dict', 'Backbone']
+
+# %% ../nbs/02_backbone.ipynb #e5a56f4d
+class FrozenBNInConv(FrozenBatchNorm2d):
+    "A FrozenBatchNorm2d applied by the convolution before it: keeps its buffers (and keys), passes `x` through."
+    def __init__(self, bn:FrozenBatchNorm2d):
+        super().__init__(bn.weight.shape[0], eps=bn.eps)
+        for name, buf in bn.named_buffers(): setattr(self, name, buf)   # the same tensors, not copies
+
+    def forward(self, x:Tensor) -> Tensor: return x
+
+class ConvWithFrozenBN(nn.Conv2d):
+    "A Conv2d that also applies the frozen batch norm after it, through its weights: conv(x, W*s) + (beta - mean*s)."
+    def __init__(self,
+                 conv:nn.Conv2d, # the convolution; its `weight` (and `bias`) Parameters are reused, not copied
+                 bn:FrozenBNInConv, # the batch norm that follows it, registered in its own place in the model
+                ):
+        super().__init__(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
+                         padding=conv.padding, dilation=conv.dilation, groups=conv.groups,
+                         bias=conv.bias is not None, padding_mode=conv.padding_mode, device='meta')  # no new weights
+        self.weight, self.bias = conv.weight, conv.bias
+        self.bn = (bn,)          # a tuple, so PyTorch does not register (and save) the batch norm a second time
+
+    def forward(self, x:Tensor) -> Tensor:
+        bn, = self.bn
+        scale = bn.weight * (bn.running_var + bn.eps).rsqrt()             # (C_out,) s = gamma / sqrt(var + eps)
+        shift = bn.bias - bn.running_mean * scale                          # (C_out,) t = beta - mean * s
+        if self.bias is not None: shift = shift + self.bias * scale
+        return self._conv_forward(x, self.weight * scale[:, None, None, None], shift)
+
+def fuse_frozen_bn(model:nn.Module, # a torchvision ResNet (or part of one) built with FrozenBatchNorm2d
+                  ) -> nn.Module:
+    "In place: each Conv2d followed by a FrozenBatchNorm2d becomes one convolution; parameters and keys unchanged."
+    for parent in list(model.modules()):
+        children = list(parent.named_children())
+        for (cname, conv), (bname, bn) in zip(children, children[1:]):
+            if type(conv) is nn.Conv2d and type(bn) is FrozenBatchNorm2d and conv.out_channels == bn.weight.shape[0]:
+                applied = FrozenBNInConv(bn)
+                setattr(parent, bname, applied)
+                setattr(parent, cname, ConvWithFrozenBN(conv, applied))
+    return model
 
 # %% ../nbs/02_backbone.ipynb #746ca9c9
 RESNETS = {'resnet18': 512, 'resnet34': 512, 'resnet50': 2048, 'resnet101': 2048}  # name -> channels of layer4
@@ -44,6 +84,8 @@ class Backbone(nn.Module):
                  return_interm_layers:bool=False, # return layer1..layer4 as '0'..'3' instead of layer4 as '0'
                  dilation:bool=False, # DC5: dilate layer4 instead of striding it (output stride 16)
                  weights:str|Path|None=None, # None (random init), torchvision weights name, or path to a state dict
+                 fuse_bn:bool=True, # apply each frozen batch norm through its convolution's weights (same outputs, faster)
+                 channels_last:bool=True, # run the ResNet in channels-last memory layout (same outputs, faster on CPU)
                 ):
         super().__init__()
         if name not in RESNETS: raise ValueError(f"unknown backbone {name!r}; expected one of {list(RESNETS)}")
@@ -54,14 +96,18 @@ class Backbone(nn.Module):
         if weights is not None: resnet.load_state_dict(resnet_state_dict(name, weights))
         for pname, p in resnet.named_parameters():
             p.requires_grad_(train_backbone and pname.startswith(('layer2', 'layer3', 'layer4')))
+        if fuse_bn: fuse_frozen_bn(resnet)
         stages = ['layer1', 'layer2', 'layer3', 'layer4'] if return_interm_layers else ['layer4']
         self.body = IntermediateLayerGetter(resnet, return_layers={s: str(i) for i, s in enumerate(stages)})
+        self.channels_last = channels_last
+        if channels_last: self.body.to(memory_format=torch.channels_last)
         self.num_channels = RESNETS[name]
 
     def forward(self, samples:NestedTensor) -> dict[str, NestedTensor]:
         "Feature maps `[B, C, H, W]` with their masks `[B, H, W]` (True = padding), keyed '0', '1', ..."
         x, mask = samples.decompose()
         if mask is None: raise ValueError("the backbone needs a padding mask; build the batch with nested_tensor_from_tensor_list")
+        if self.channels_last: x = x.contiguous(memory_format=torch.channels_last)   # same shape, NHWC in memory
         out = {}
         for key, feats in self.body(x).items():
             small = F.interpolate(mask.unsqueeze(1).float(), size=feats.shape[-2:], mode='nearest')  # (B, 1, H, W)

@@ -13,6 +13,7 @@ from torch import Tensor
 from PIL import Image, ImageDraw, ImageFilter, UnidentifiedImageError
 import torchvision
 from torchvision import tv_tensors
+from torchvision.io import decode_image, ImageReadMode
 from torchvision.ops import box_area, box_convert, clip_boxes_to_image
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
@@ -97,9 +98,13 @@ class CocoDetection(torchvision.datasets.CocoDetection):
         self.ids = sorted(self.coco.imgs.keys())
         self.ann_file, self.return_masks = Path(ann_file), return_masks
 
-    def _load_image(self, id:int) -> Image.Image:
+    def _load_image(self, id:int) -> Image.Image|tv_tensors.Image:
         path = Path(self.root) / self.coco.imgs[id]['file_name']
         if not path.is_file(): raise FileNotFoundError(f"image file not found: {path} (image_id {id})")
+        if self.transforms is not None:         # fast path: a uint8 tensor [3, h, w] for the v2 transforms
+            try: image = decode_image(str(path), mode=ImageReadMode.RGB)
+            except RuntimeError: pass           # a format torchvision does not read (or a broken file): PIL decides
+            else: return tv_tensors.Image(F.to_dtype(image, torch.uint8, scale=True))   # 16-bit PNGs -> 8 bits
         try:
             with Image.open(path) as img:
                 img.load()
@@ -110,11 +115,12 @@ class CocoDetection(torchvision.datasets.CocoDetection):
     def __getitem__(self, index:int) -> tuple:
         id = self.ids[index]
         image = self._load_image(id)
+        h, w = F.get_size(image)               # PIL image or tensor alike
         info = self.coco.imgs[id]
-        if 'width' in info and (info['width'], info['height']) != image.size:
-            warnings.warn(f"image {id}: file is {image.size[0]}x{image.size[1]} but the annotation file says "
+        if 'width' in info and (info['width'], info['height']) != (w, h):
+            warnings.warn(f"image {id}: file is {w}x{h} but the annotation file says "
                           f"{info['width']}x{info['height']}; boxes may not match")
-        target = coco_to_target(self._load_target(id), id, image.size, self.return_masks)
+        target = coco_to_target(self._load_target(id), id, (w, h), self.return_masks)
         if self.transforms is not None: image, target = self.transforms(image, target)
         return image, target
 

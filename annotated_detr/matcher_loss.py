@@ -11,7 +11,7 @@ from scipy.optimize import linear_sum_assignment
 import torchvision.ops as ops
 
 # %% auto #0
-__all__ = ['COCO_CLASSES', 'box_cxcywh_to_xyxy', 'box_xyxy_to_cxcywh', 'box_area', 'box_iou', 'generalized_box_iou',
+__all__ = ['COCO_CLASSES', 'box_cxcywh_to_xyxy', 'box_xyxy_to_cxcywh', 'box_area', 'box_iou', 'generalized_box_iou', 'fp32',
            'HungarianMatcher', 'SetCriterion', 'build_criterion', 'PostProcess', 'detect', 'draw_detections',
            'detect_cli']
 
@@ -91,6 +91,12 @@ def _check_targets(targets:list, # B dicts with 'labels' [n_i] and 'boxes' [n_i,
     raise ValueError(f"target {int(img[k])} has {what}: {boxes[k].tolist()} (cx, cy, w, h)")
 
 # %% ../nbs/06_matcher_loss.ipynb #6649cf25
+def fp32(x:Tensor, # any tensor; bfloat16 or float16 ones (outputs under autocast) are upcast
+        ) -> Tensor:
+    "`x` as float32 if it is a half-precision float (bfloat16, float16), else `x` itself."
+    return x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
+
+# %% ../nbs/06_matcher_loss.ipynb #fdbe9386
 class HungarianMatcher(nn.Module):
     "One-to-one assignment of predictions to targets minimizing class + L1 + GIoU cost (DETR §3.1)."
     def __init__(self,
@@ -109,7 +115,7 @@ class HungarianMatcher(nn.Module):
                     targets:list, # B dicts with 'labels' [n_i], 'boxes' [n_i, 4]
                    ) -> Tensor:
         "Cost of every prediction against every target of the batch, [B, N, Σn_i]."
-        logits, pred_boxes = outputs['pred_logits'], outputs['pred_boxes']
+        logits, pred_boxes = fp32(outputs['pred_logits']), fp32(outputs['pred_boxes'])   # bf16 under autocast
         B, N, K1 = logits.shape
         _check_targets(targets, K1 - 1)
         if not torch.isfinite(pred_boxes).all() or not torch.isfinite(logits).all():
@@ -169,7 +175,7 @@ class SetCriterion(nn.Module):
 
     def loss_labels(self, outputs, targets, indices, num_boxes, log=True) -> dict:
         "Weighted cross-entropy over K+1 classes for all slots; `class_error` on the matched ones."
-        logits = outputs['pred_logits']                                  # (B, N, K+1)
+        logits = fp32(outputs['pred_logits'])                            # (B, N, K+1)
         b, p = self._pred_idx(indices)
         tgt_classes = torch.full(logits.shape[:2], self.num_classes, dtype=torch.int64, device=logits.device)
         matched_labels = torch.cat([t['labels'][j] for t, (_, j) in zip(targets, indices)]).to(logits.device)
@@ -192,7 +198,7 @@ class SetCriterion(nn.Module):
     def loss_boxes(self, outputs, targets, indices, num_boxes) -> dict:
         "L1 on (cx, cy, w, h) and 1 - GIoU on corners, over matched pairs, divided by `num_boxes`."
         b, p = self._pred_idx(indices)
-        src = outputs['pred_boxes'][b, p]                                # (M, 4) matched predictions
+        src = fp32(outputs['pred_boxes'][b, p])                          # (M, 4) matched predictions
         tgt = torch.cat([t['boxes'][j] for t, (_, j) in zip(targets, indices)]).to(src)  # (M, 4)
         l1 = (src - tgt).abs().sum() / num_boxes
         giou_loss = ops.generalized_box_iou_loss(box_cxcywh_to_xyxy(src), box_cxcywh_to_xyxy(tgt), reduction='sum')

@@ -12,14 +12,15 @@ import torch.nn.functional as F
 from torch import nn, Tensor
 from .nested_tensor import NestedTensor, nested_tensor_from_tensor_list
 from .joiner import build_backbone
+from .data import IMAGENET_MEAN, IMAGENET_STD
 
 # %% auto #0
-__all__ = ['DETR_URL', 'CHECKPOINTS', 'RESNET_DEPTH', 'IMAGENET_MEAN', 'IMAGENET_STD', 'MultiheadAttention',
-           'keep_attention_weights', 'with_pos', 'TransformerEncoderLayer', 'TransformerDecoderLayer', 'clones',
-           'TransformerEncoder', 'TransformerDecoder', 'Transformer', 'MLP', 'to_nested', 'DETR', 'build_detr',
-           'hash_prefix', 'cached_download', 'config_from_state_dict', 'read_checkpoint', 'load_checkpoint',
-           'detr_resnet50', 'detr_resnet50_dc5', 'detr_resnet101', 'detr_resnet101_dc5', 'decoder_cross_attention',
-           'encoder_self_attention', 'to_picture', 'plot_decoder_attention', 'plot_encoder_attention']
+__all__ = ['DETR_URL', 'CHECKPOINTS', 'RESNET_DEPTH', 'MultiheadAttention', 'keep_attention_weights', 'with_pos',
+           'TransformerEncoderLayer', 'TransformerDecoderLayer', 'clones', 'TransformerEncoder', 'TransformerDecoder',
+           'Transformer', 'MLP', 'to_nested', 'DETR', 'build_detr', 'hash_prefix', 'cached_download',
+           'config_from_state_dict', 'read_checkpoint', 'load_checkpoint', 'detr_resnet50', 'detr_resnet50_dc5',
+           'detr_resnet101', 'detr_resnet101_dc5', 'decoder_cross_attention', 'encoder_self_attention', 'to_picture',
+           'plot_decoder_attention', 'plot_encoder_attention']
 
 # %% ../nbs/05_transformer.ipynb #751a953f
 class MultiheadAttention(nn.Module):
@@ -500,8 +501,6 @@ def encoder_self_attention(model:DETR,
     return w[:, rows].reshape(B, len(points), H, W)  # (B, P, H, W)
 
 # %% ../nbs/05_transformer.ipynb #e2eeafd9
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
 def to_picture(image:Tensor, # [3, H, W] normalized with the ImageNet statistics
               ) -> Tensor: # [H, W, 3] in [0, 1], for imshow
     "Undo the ImageNet normalization of an image tensor for display."
