@@ -10,7 +10,7 @@ __all__ = []
 from .data import (CocoDetection, build_dataset, make_coco_transforms, make_shapes_dataset,
                                  SHAPES_CATEGORIES)
 from .nested_tensor import NestedTensor, nested_tensor_from_tensor_list, collate_fn
-from .backbone import Backbone
+from .backbone import Backbone, fuse_frozen_bn
 from .position_encoding import PositionEmbeddingSine, PositionEmbeddingLearned
 from .joiner import Joiner, build_backbone
 from .transformer import (DETR, Transformer, build_detr, load_checkpoint, detr_resnet50,
@@ -18,3 +18,4 @@ from .transformer import (DETR, Transformer, build_detr, load_checkpoint, detr_r
                                         decoder_cross_attention, encoder_self_attention, keep_attention_weights)
 from .matcher_loss import (HungarianMatcher, SetCriterion, PostProcess, build_criterion,
                                          detect, draw_detections, COCO_CLASSES)
+from .train import get_args_parser, train_one_epoch, evaluate, main as train_main

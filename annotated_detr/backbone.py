@@ -86,17 +86,21 @@ class Backbone(nn.Module):
                  weights:str|Path|None=None, # None (random init), torchvision weights name, or path to a state dict
                  fuse_bn:bool=True, # apply each frozen batch norm through its convolution's weights (same outputs, faster)
                  channels_last:bool=True, # run the ResNet in channels-last memory layout (same outputs, faster on CPU)
+                 norm:str='frozen', # 'frozen' (the paper's) or 'batch': trainable BatchNorm2d and every stage trains, for training from scratch
                 ):
         super().__init__()
         if name not in RESNETS: raise ValueError(f"unknown backbone {name!r}; expected one of {list(RESNETS)}")
         if dilation and RESNETS[name] == 512:
             raise ValueError(f"dilation (DC5) needs bottleneck blocks; {name} has basic blocks, use resnet50 or resnet101")
-        resnet = getattr(torchvision.models, name)(weights=None, norm_layer=FrozenBatchNorm2d,
+        if norm not in ('frozen', 'batch'): raise ValueError(f"norm must be 'frozen' or 'batch', got {norm!r}")
+        norm_layer = FrozenBatchNorm2d if norm == 'frozen' else nn.BatchNorm2d
+        resnet = getattr(torchvision.models, name)(weights=None, norm_layer=norm_layer,
                                                    replace_stride_with_dilation=[False, False, dilation])
         if weights is not None: resnet.load_state_dict(resnet_state_dict(name, weights))
+        trained = ('layer2', 'layer3', 'layer4') if norm == 'frozen' else ('',)   # 'batch': every parameter
         for pname, p in resnet.named_parameters():
-            p.requires_grad_(train_backbone and pname.startswith(('layer2', 'layer3', 'layer4')))
-        if fuse_bn: fuse_frozen_bn(resnet)
+            p.requires_grad_(train_backbone and pname.startswith(trained))
+        if fuse_bn and norm == 'frozen': fuse_frozen_bn(resnet)
         stages = ['layer1', 'layer2', 'layer3', 'layer4'] if return_interm_layers else ['layer4']
         self.body = IntermediateLayerGetter(resnet, return_layers={s: str(i) for i, s in enumerate(stages)})
         self.channels_last = channels_last

@@ -45,8 +45,9 @@ def build_backbone(backbone:str='resnet50', # 'resnet18', 'resnet34', 'resnet50'
                    lr_backbone:float=1e-5, # the backbone trains iff this is > 0
                    return_interm_layers:bool=False, # return all four stages (segmentation)
                    weights:str|Path|None=None, # None, a torchvision weights name, or a state-dict path
+                   norm:str='frozen', # 'frozen' (the paper's) or 'batch' (trainable, for training from scratch)
                   ) -> Joiner:
     "The backbone of DETR: a ResNet and a positional encoding joined under checkpoint-compatible names."
     body = Backbone(backbone, train_backbone=lr_backbone > 0, return_interm_layers=return_interm_layers,
-                    dilation=dilation, weights=weights)
+                    dilation=dilation, weights=weights, norm=norm)
     return Joiner(body, build_position_encoding(hidden_dim, position_embedding))

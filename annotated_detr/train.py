@@ -31,7 +31,7 @@ __all__ = ['PRESETS', 'COCO_STAT_NAMES', 'DEFAULT_SHAPES_PATH', 'get_args_parser
 # %% ../nbs/07_train.ipynb #ed20b7b3
 PRESETS = {
     # Trains a small DETR from scratch on the generated shapes on a CPU for 10 minutes (see 'The quick start').
-    'quickstart': dict(dataset='shapes', backbone='resnet18', lr=2e-4, lr_backbone=2e-5, batch_size=8,
+    'quickstart': dict(dataset='shapes', backbone='resnet18', backbone_norm='batch', lr=2e-4, lr_backbone=2e-4, batch_size=8,
                        hidden_dim=128, nheads=4, enc_layers=2, dec_layers=2, dim_feedforward=256, dropout=0.0,
                        num_queries=20, scales=[128], max_size=160, val_size=128, augment=False, num_workers=0,
                        epochs=1000, lr_drop=1000, warmup_steps=100, time_budget=10.0, lr_drop_time=0.8),
@@ -92,6 +92,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument('--val_size', default=None, type=int, help='evaluation size of the shorter side')
     g.add_argument('--no_augment', dest='augment', action='store_false', help='train with the evaluation transform')
     g.add_argument('--weights_backbone', default=None, help='ImageNet weights for the backbone, e.g. IMAGENET1K_V1')
+    g.add_argument('--backbone_norm', default='frozen', choices=('frozen', 'batch'),
+                   help="'frozen': the paper's frozen batch norm; 'batch': trainable, every stage trains (from scratch)")
     g.add_argument('--pretrained', default=None, help='fine-tune from this DETR checkpoint (path or URL)')
     g.add_argument('--amp', action='store_true', help='bf16 autocast (CUDA only)')
     g.add_argument('--warmup_steps', default=0, type=int, help='linear learning-rate warm-up over this many steps')
@@ -200,7 +202,8 @@ def build_training(args:argparse.Namespace, # flags from `parse_args`
                        position_embedding=args.position_embedding, hidden_dim=args.hidden_dim, nheads=args.nheads,
                        enc_layers=args.enc_layers, dec_layers=args.dec_layers, dim_feedforward=args.dim_feedforward,
                        dropout=args.dropout, num_queries=args.num_queries, pre_norm=args.pre_norm,
-                       aux_loss=args.aux_loss, lr_backbone=args.lr_backbone, weights_backbone=args.weights_backbone)
+                       aux_loss=args.aux_loss, lr_backbone=args.lr_backbone, weights_backbone=args.weights_backbone,
+                       backbone_norm=getattr(args, 'backbone_norm', 'frozen'))
     criterion = build_criterion(num_classes=num_classes, set_cost_class=args.set_cost_class,
                                 set_cost_bbox=args.set_cost_bbox, set_cost_giou=args.set_cost_giou,
                                 bbox_loss_coef=args.bbox_loss_coef, giou_loss_coef=args.giou_loss_coef,

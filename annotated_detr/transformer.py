@@ -330,12 +330,13 @@ def build_detr(num_classes:int=91, # K; COCO's ids go up to 90, so the released 
                aux_loss:bool=True,
                lr_backbone:float=1e-5, # > 0: train the backbone (except its stem and first stage)
                weights_backbone=None, # torchvision weights for the ResNet, or None
+               backbone_norm:str='frozen', # 'frozen' (paper, checkpoints) or 'batch' (training from scratch, 02_backbone)
               ) -> DETR:
     "Build a DETR model from the original training script's arguments."
     if num_classes < 1: raise ValueError(f"num_classes must be at least 1, got {num_classes}")
     joiner = build_backbone(backbone=backbone, dilation=dilation, position_embedding=position_embedding,
                             hidden_dim=hidden_dim, lr_backbone=lr_backbone, return_interm_layers=False,
-                            weights=weights_backbone)
+                            weights=weights_backbone, norm=backbone_norm)
     transformer = Transformer(d_model=hidden_dim, nhead=nheads, num_encoder_layers=enc_layers,
                               num_decoder_layers=dec_layers, dim_feedforward=dim_feedforward, dropout=dropout,
                               normalize_before=pre_norm, return_intermediate_dec=True)
@@ -391,7 +392,8 @@ def config_from_state_dict(sd:dict, # a DETR state dict
                 position_embedding='learned' if 'backbone.1.row_embed.weight' in sd else 'sine',
                 hidden_dim=hidden_dim, enc_layers=enc, dec_layers=dec,
                 dim_feedforward=sd['transformer.decoder.layers.0.linear1.weight'].shape[0],
-                num_queries=num_queries, pre_norm='transformer.encoder.norm.weight' in sd)
+                num_queries=num_queries, pre_norm='transformer.encoder.norm.weight' in sd,
+                backbone_norm='batch' if f'{body}bn1.num_batches_tracked' in sd else 'frozen')
 
 def read_checkpoint(path_or_url:str|Path, # local path, file:// or http(s):// URL
                     progress:bool=True,

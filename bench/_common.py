@@ -160,12 +160,43 @@ def vm_hwm_kb() -> int:
     return peak_rss_kb()
 
 
+def with_levers_off(model, name: str = 'resnet50'):
+    """A copy of our DETR whose backbone is built with the library's levers off (`Backbone(fuse_bn=False,
+    channels_last=False)`: a FrozenBatchNorm2d pass after each convolution, NCHW), same weights and trainable flags.
+    `build_detr` does not take these flags, so the backbone (`model.backbone[0]`) is rebuilt and swapped in."""
+    import copy
+    from annotated_detr.backbone import Backbone
+    m = copy.deepcopy(model)
+    old = m.backbone[0]
+    body = old.body
+    dil = body.layer4[0].conv2.dilation != (1, 1) if hasattr(body.layer4[0], 'conv3') else False
+    new = Backbone(name, train_backbone=True, return_interm_layers=len(body.return_layers) > 1, dilation=dil,
+                   weights=None, fuse_bn=False, channels_last=False)
+    new.load_state_dict(old.state_dict())
+    grads = {n: p.requires_grad for n, p in old.named_parameters()}
+    for n, p in new.named_parameters(): p.requires_grad_(grads[n])
+    new.train(old.training)
+    m.backbone[0] = new
+    return m
+
+
+def has_fused_bn(model) -> bool:
+    from annotated_detr.backbone import ConvWithFrozenBN
+    return any(isinstance(mod, ConvWithFrozenBN) for mod in model.modules())
+
+
 def calibrate_frozen_bn(model, samples):
     """Give a randomly initialized model realistic numerics: in one forward pass (in order), set each frozen
     batch norm's running mean/var to the per-channel statistics of its input, as a trained network's would
     roughly be. Without this a random deep ResNet's activations grow or vanish layer after layer, which
-    leads to denormal numbers and timings that say nothing about a real model."""
+    leads to denormal numbers and timings that say nothing about a real model. A model with the library's
+    fused batch norms (applied inside the convolution, where no hook sees the BN's input) is calibrated
+    through a levers-off copy whose statistics are then loaded back."""
     from torchvision.ops.misc import FrozenBatchNorm2d
+    if has_fused_bn(model):
+        plain = calibrate_frozen_bn(with_levers_off(model), samples)
+        model.load_state_dict(plain.state_dict())
+        return model
 
     def pre(mod, args):
         x = args[0]
@@ -225,8 +256,10 @@ def ours_to_hf_state_dict(sd: dict) -> dict:
     return out
 
 
-def same_weights_pair(shapes=EXAMPLE_SHAPES, aux_loss=True, train=False, calib_seed=1):
-    "Our DETR-R50 (random init, frozen BN calibrated) and transformers' DETR loaded with the very same weights."
+def same_weights_pair(shapes=EXAMPLE_SHAPES, aux_loss=True, train=False, calib_seed=1, with_baseline=False):
+    """Our DETR-R50 as shipped (default `build_detr`: fused frozen BN, channels_last backbone; random init, frozen
+    BN calibrated) and transformers' DETR loaded with the very same weights; with `with_baseline`, also ours with
+    the library's levers off (same weights) in the middle: (ours, baseline, theirs)."""
     from annotated_detr.nested_tensor import nested_tensor_from_tensor_list
     torch.manual_seed(0)
     ours = ours_build_detr()(num_classes=91, aux_loss=aux_loss)
@@ -235,4 +268,5 @@ def same_weights_pair(shapes=EXAMPLE_SHAPES, aux_loss=True, train=False, calib_s
     theirs = hf_detr(num_labels=91, aux_loss=aux_loss)
     missing, unexpected = theirs.load_state_dict(ours_to_hf_state_dict(ours.state_dict()), strict=False)
     if missing or unexpected: raise RuntimeError(f"weight transfer to transformers: missing {missing}, unexpected {unexpected}")
+    if with_baseline: return ours.train(train), with_levers_off(ours).train(train), theirs.train(train)
     return ours.train(train), theirs.train(train)

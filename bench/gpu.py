@@ -1,9 +1,10 @@
 """GPU training throughput: DETR-R50, batch 8 at COCO sizes, images/second.
 
-Variants of ours (same weights): fp32, fp32 + channels_last, bf16 autocast, bf16 autocast + channels_last
-(add `--with-hf` for transformers' DETR in fp32 and bf16 as a reference). One step = forward, matching,
-loss, backward, clip 0.1, AdamW. The fast paths are checked against fp32 in eval mode (channels_last:
-max |diff| <= 1e-4; bf16: reported, not expected to meet 1e-4). On a machine without CUDA it says so and
+Variants of ours (same weights): the library as shipped (frozen batch norms applied through the conv weights,
+channels_last backbone) and its baseline with those levers off (`Backbone(fuse_bn=False, channels_last=False)`),
+each in fp32 and under bf16 autocast; add `--with-hf` for transformers' DETR in fp32 and bf16 as a
+reference. One step = forward, matching, loss, backward, clip 0.1, AdamW. Checked in eval mode against the
+baseline fp32 path (ours fp32: max |diff| <= 1e-4; bf16: reported, not expected to meet 1e-4). On a machine without CUDA it says so and
 exits 0.
 
     python bench/gpu.py            # full run
@@ -46,7 +47,6 @@ def main():
     torch.backends.cudnn.allow_tf32 = a.tf32
     torch.backends.cudnn.benchmark = True
     import _common as C
-    from _levers import channels_last
     from train_step import make_targets, param_groups, LR, WD, CLIP
     from annotated_detr.nested_tensor import nested_tensor_from_tensor_list
     from annotated_detr.matcher_loss import build_criterion
@@ -54,7 +54,7 @@ def main():
     cuda = dev.type == 'cuda'
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     shapes = (SHAPES * 2)[:a.batch] if not a.cpu_dry_run else [(3, 160, 224), (3, 192, 160)][:a.batch]
-    ours, theirs = C.same_weights_pair(aux_loss=True, train=True)
+    ours, base, theirs = C.same_weights_pair(aux_loss=True, train=True, with_baseline=True)
     for n, q in theirs.named_parameters():
         if 'backbone' in n and any(f'stages.{i}.' in n for i in (1, 2, 3)): q.requires_grad_(True)
     samples = nested_tensor_from_tensor_list(C.random_images(shapes)).to(dev)
@@ -62,10 +62,9 @@ def main():
     print(f"device: {torch.cuda.get_device_name() if cuda else 'CPU (dry run)'}, torch {torch.__version__}, TF32 {'on' if a.tf32 else 'off'}")
     print(f"batch {a.batch} padded to {list(samples.tensors.shape)}")
 
-    def make(model, cl, bf16, impl='ours'):
+    def make(model, bf16, impl='ours'):
         model = copy.deepcopy(model).to(dev).train()
-        if cl: model = channels_last(model)
-        x = samples.tensors.contiguous(memory_format=torch.channels_last) if cl else samples.tensors
+        x = samples.tensors
         mask = samples.mask
         opt = torch.optim.AdamW(param_groups(model, 'backbone'), lr=LR, weight_decay=WD, fused=True)
         ctx = (lambda: torch.autocast(dev.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
@@ -95,27 +94,26 @@ def main():
         step.model, step.x = model, x
         return step
 
-    variants = {'ours fp32': (ours, False, False, 'ours'), 'ours fp32 + channels_last': (ours, True, False, 'ours'),
-                'ours bf16': (ours, False, True, 'ours'), 'ours bf16 + channels_last': (ours, True, True, 'ours')}
+    variants = {'ours fp32': (ours, False, 'ours'), 'ours baseline fp32': (base, False, 'ours'),
+                'ours bf16': (ours, True, 'ours'), 'ours baseline bf16': (base, True, 'ours')}
     if a.with_hf:
-        variants.update({'transformers fp32': (theirs, False, False, 'theirs'),
-                         'transformers bf16': (theirs, False, True, 'theirs')})
+        variants.update({'transformers fp32': (theirs, False, 'theirs'), 'transformers bf16': (theirs, True, 'theirs')})
     # correctness of the fast paths (eval mode, no dropout)
     from annotated_detr.nested_tensor import NestedTensor
-    ref_model = copy.deepcopy(ours).to(dev).eval()
-    cl_model = channels_last(copy.deepcopy(ours).to(dev).eval())
+    ref_model = copy.deepcopy(base).to(dev).eval()
+    fast_model = copy.deepcopy(ours).to(dev).eval()
     with torch.no_grad():
         ref = ref_model(samples)
-        out_cl = cl_model(NestedTensor(samples.tensors.contiguous(memory_format=torch.channels_last), samples.mask))
-        with torch.autocast(dev.type, dtype=torch.bfloat16): out_bf = ref_model(samples)
-    d_cl = (ref['pred_boxes'] - out_cl['pred_boxes']).abs().max().item()
+        out_fast = fast_model(NestedTensor(samples.tensors, samples.mask))
+        with torch.autocast(dev.type, dtype=torch.bfloat16): out_bf = fast_model(samples)
+    d_fast = (ref['pred_boxes'] - out_fast['pred_boxes']).abs().max().item()
     d_bf = (ref['pred_boxes'] - out_bf['pred_boxes'].float()).abs().max().item()
-    print(f"check: channels_last vs fp32 max |box diff| {d_cl:.1e} ({'OK' if d_cl <= 1e-4 else 'FAIL'}); "
-          f"bf16 vs fp32 max |box diff| {d_bf:.1e} (expected ~1e-2)")
-    del ref_model, cl_model
+    print(f"check: ours fp32 vs baseline fp32 max |box diff| {d_fast:.1e} ({'OK' if d_fast <= 1e-4 else 'FAIL'}); "
+          f"ours bf16 vs baseline fp32 max |box diff| {d_bf:.1e} (expected ~1e-2)")
+    del ref_model, fast_model
     results = {}
-    for name, (m, cl, bf16, impl) in variants.items():
-        step = make(m, cl, bf16, impl)
+    for name, (m, bf16, impl) in variants.items():
+        step = make(m, bf16, impl)
         for _ in range(a.warmup): step()
         sync()
         if cuda: torch.cuda.reset_peak_memory_stats()

@@ -2,7 +2,9 @@
 
 One step = forward, Hungarian matching, loss (with the 5 auxiliary decoder losses), backward, gradient
 clipping at 0.1, AdamW step (lr 1e-4, backbone 1e-5, weight decay 1e-4), dropout 0.1 on.
-Ours: `build_detr` + `build_criterion`. Theirs: HuggingFace `DetrForObjectDetection` (same architecture,
+Ours: `build_detr` as shipped (frozen batch norms applied through the convolution weights, channels_last
+backbone) + `build_criterion`; `ours baseline`: the same weights with the library's levers off
+(`Backbone(fuse_bn=False, channels_last=False)`). Theirs: HuggingFace `DetrForObjectDetection` (same architecture,
 random weights, `auxiliary_loss=True`) with its own matcher and loss via `labels=[{'class_labels', 'boxes'}]`.
 
 The same work on both sides: transformers as shipped freezes every backbone parameter (its filter looks
@@ -19,10 +21,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
-from _levers import channels_last, fuse_frozen_bn  # noqa: E402
 import torch  # noqa: E402
 
 GOAL = 0.7
+OURS, BASE, THEIRS = 'ours', 'ours baseline (levers off)', 'transformers'
 LR, LR_BACKBONE, WD, CLIP = 1e-4, 1e-5, 1e-4, 0.1
 FUSED_ADAMW = False   # --fused-adamw: both sides use torch's fused AdamW kernel
 
@@ -44,7 +46,7 @@ def param_groups(model, backbone_key):
     return [{'params': rest, 'lr': LR}, {'params': bb, 'lr': LR_BACKBONE}]
 
 
-def make_step(model, levers=(), impl='ours'):
+def make_step(model, impl='ours'):
     "A no-argument callable doing one training step of `model` (a private copy, with its own AdamW)."
     import copy
     from annotated_detr.nested_tensor import NestedTensor
@@ -52,10 +54,7 @@ def make_step(model, levers=(), impl='ours'):
     model = copy.deepcopy(model).train()
     x, mask = C.pad_batch(C.random_images(C.COCO_SHAPES))
     targets = make_targets()
-    cl = 'cl' in levers
-    if impl == 'ours' and 'fuse' in levers: model = fuse_frozen_bn(model)
-    if cl: model = channels_last(model)
-    xx = lambda: x.contiguous(memory_format=torch.channels_last) if cl else x
+    xx = lambda: x
     opt = torch.optim.AdamW(param_groups(model, 'backbone'), lr=LR, weight_decay=WD, fused=FUSED_ADAMW or None)
     if impl == 'theirs':
         pixel_mask = (~mask).long()
@@ -79,38 +78,37 @@ def make_step(model, levers=(), impl='ours'):
 
 
 def models(as_shipped=False):
-    "Ours and transformers' DETR-R50 with identical (calibrated random) weights and the same trainable parameters."
-    ours, theirs = C.same_weights_pair(aux_loss=True, train=True)
+    "Ours, ours baseline and transformers' DETR-R50 with identical (calibrated random) weights and the same trainable parameters."
+    ours, base, theirs = C.same_weights_pair(aux_loss=True, train=True, with_baseline=True)
     if not as_shipped:   # train layer2..4 (transformers' stages 1..3) like DETR
         for n, p in theirs.named_parameters():
             if 'backbone' in n and any(f'stages.{i}.' in n for i in (1, 2, 3)): p.requires_grad_(True)
-    return ours, theirs
+    return ours, base, theirs
 
 
 def n_trainable(m): return sum(p.numel() for p in m.parameters() if p.requires_grad)
 
 
-def parse_levers(s): return tuple(v for v in s.split(',') if v)
-
-
-def mem_main(impl, levers, threads, as_shipped):
+def mem_main(impl, threads, as_shipped):
     torch.set_num_threads(threads)
-    ours, theirs = models(as_shipped)
-    step = make_step(theirs, (), 'theirs') if impl == 'theirs' else make_step(ours, levers if impl == 'ours_fast' else ())
-    del ours, theirs
+    ours, base, theirs = models(as_shipped)
+    model = {'ours': ours, 'ours_baseline': base, 'theirs': theirs}[impl]
+    step = make_step(model, 'theirs' if impl == 'theirs' else 'ours')
+    del ours, base, theirs, model
     print('MEM ' + json.dumps(C.measure_peak(step, repeats=2)))
 
 
-def check_fast_matches_plain(levers):
-    """One step (dropout off) of plain fp32, fast fp32 and plain float64 from the same weights at a small size.
+def check_fast_matches_plain():
+    """One step (dropout off) of the baseline ('plain', levers off) in fp32, ours as shipped ('fast') in fp32 and
+    the baseline in float64 from the same weights at a small size.
     Returns |loss fast - loss plain| and the gradient error (norm over all parameters, relative) of plain
     and of fast against float64: fp32 gradients of a 50-layer net differ from any reordered sum at ~1e-3,
     so the fair test is that the fast path is no less accurate than the plain one."""
     import copy
     from annotated_detr.nested_tensor import NestedTensor
     from annotated_detr.matcher_loss import build_criterion
-    plain = models()[0]
-    for m in plain.modules():
+    fast, plain, _ = models()
+    for m in [*plain.modules(), *fast.modules()]:
         if isinstance(m, torch.nn.Dropout): m.p = 0.0
         if hasattr(m, 'dropout') and isinstance(m.dropout, float): m.dropout = 0.0
     crit = build_criterion(num_classes=91)
@@ -118,9 +116,7 @@ def check_fast_matches_plain(levers):
     targets = make_targets()
     res = {}
     for v in ['plain', 'fast', 'f64']:
-        m, xx, tg, cr = copy.deepcopy(plain), x, targets, crit
-        if v == 'fast' and 'fuse' in levers: m = fuse_frozen_bn(m)
-        if v == 'fast' and 'cl' in levers: m, xx = channels_last(m), x.contiguous(memory_format=torch.channels_last)
+        m, xx, tg, cr = copy.deepcopy(fast if v == 'fast' else plain), x, targets, crit
         if v == 'f64':
             m, xx, cr = m.double(), x.double(), copy.deepcopy(crit).double()
             tg = [{'labels': t['labels'], 'boxes': t['boxes'].double()} for t in targets]
@@ -138,47 +134,43 @@ def main():
     p.add_argument('--quick', action='store_true', help='2 repeats, no memory subprocesses')
     p.add_argument('--repeats', type=int, default=5)
     p.add_argument('--threads', type=int, default=2)
-    p.add_argument('--levers', default='fuse,cl', help="ours' fast path: comma list of: fuse, cl")
     p.add_argument('--hf-as-shipped', action='store_true', help="keep transformers' backbone fully frozen")
     p.add_argument('--no-mem', action='store_true')
     p.add_argument('--fused-adamw', action='store_true', help='AdamW(fused=True) for both (transformers Trainer default)')
-    p.add_argument('--mem', choices=['ours_plain', 'ours_fast', 'theirs'], help=argparse.SUPPRESS)
+    p.add_argument('--mem', choices=['ours', 'ours_baseline', 'theirs'], help=argparse.SUPPRESS)
     a = p.parse_args()
-    levers = parse_levers(a.levers)
     global FUSED_ADAMW
     FUSED_ADAMW = a.fused_adamw
-    if a.mem: return mem_main(a.mem, levers, a.threads, a.hf_as_shipped)
+    if a.mem: return mem_main(a.mem, a.threads, a.hf_as_shipped)
     if a.quick: a.repeats, a.no_mem = 2, True
     torch.set_num_threads(a.threads)
     print(f"machine: {C.machine()}")
-    if levers:
-        dl, ep, ef = check_fast_matches_plain(levers)
-        ok = dl <= 1e-4 and ef <= 2 * ep + 1e-6
-        print(f"check: fast ({'+'.join(levers)}) vs plain, one step at a small size: |loss diff| {dl:.1e}; "
-              f"gradient error vs float64: plain {ep:.1e}, fast {ef:.1e} -> {'OK' if ok else 'FAIL'}")
-        if not ok: raise SystemExit("fast path differs from plain path by more than 1e-4")
-    ours, theirs = models(a.hf_as_shipped)
-    step_plain, step_fast, step_theirs = make_step(ours), make_step(ours, levers), make_step(theirs, (), 'theirs')
-    print(f"trainable params: ours {n_trainable(ours):,}  transformers {n_trainable(theirs):,}"
+    dl, ep, ef = check_fast_matches_plain()
+    ok = dl <= 1e-4 and ef <= 2 * ep + 1e-6
+    print(f"check: ours (as shipped) vs baseline (levers off), one step at a small size: |loss diff| {dl:.1e}; "
+          f"gradient error vs float64: baseline {ep:.1e}, ours {ef:.1e} -> {'OK' if ok else 'FAIL'}")
+    if not ok: raise SystemExit("ours differs from the baseline path by more than 1e-4")
+    ours, base, theirs = models(a.hf_as_shipped)
+    fns = {OURS: make_step(ours), BASE: make_step(base), THEIRS: make_step(theirs, 'theirs')}
+    print(f"trainable params: ours {n_trainable(ours):,}  baseline {n_trainable(base):,}  transformers {n_trainable(theirs):,}"
           f"{' (as shipped)' if a.hf_as_shipped else ''}")
-    fast_name = f'ours (+{"+".join(levers)})' if levers else None
-    fns = {'ours (plain)': step_plain, 'transformers': step_theirs}
-    if levers: fns[fast_name] = step_fast
+    del ours, base, theirs
     print(f"input: {[list(s) for s in C.COCO_SHAPES]} padded to {list(C.pad_batch(C.random_images(C.COCO_SHAPES))[0].shape)}, "
           f"targets {[len(t['labels']) for t in make_targets()]}")
     print(f"load before: {C.loadavg()}")
     t = C.interleaved(fns, a.repeats, warmup=1)
     print(f"load after:  {C.loadavg()}")
     print("training step, seconds:")
-    C.report_ratio(t, 'ours (plain)', 'transformers', GOAL)
-    if levers: C.report_ratio({k: t[k] for k in [fast_name, 'transformers']}, fast_name, 'transformers', GOAL, show=False)
+    C.report_ratio(t, OURS, THEIRS, GOAL)
+    C.report_ratio(t, BASE, THEIRS, show=False)
+    C.report_ratio(t, OURS, BASE, show=False)
     if not a.no_mem:
         print("peak RSS above the RSS before the step (separate process each; first step incl. optimizer state / later step):")
-        extra = (['--levers', a.levers, '--threads', str(a.threads)] + (['--hf-as-shipped'] if a.hf_as_shipped else [])
+        extra = (['--threads', str(a.threads)] + (['--hf-as-shipped'] if a.hf_as_shipped else [])
                  + (['--fused-adamw'] if a.fused_adamw else []))
-        for impl in ['ours_plain', 'ours_fast', 'theirs'] if levers else ['ours_plain', 'theirs']:
+        for impl in ['ours', 'ours_baseline', 'theirs']:
             r = C.peak_in_subprocess(__file__, impl, extra)
-            print(f"  {impl:>11s}: first {r['first_call_mib']:.0f} MiB, steady {r['steady_mib']:.0f} MiB "
+            print(f"  {impl:>13s}: first {r['first_call_mib']:.0f} MiB, steady {r['steady_mib']:.0f} MiB "
                   f"(RSS before {r['rss_before_mib']:.0f} MiB, process peak {r['peak_total_mib']:.0f} MiB)")
 
 
