@@ -87,12 +87,15 @@ class Backbone(nn.Module):
                  fuse_bn:bool=True, # apply each frozen batch norm through its convolution's weights (same outputs, faster)
                  channels_last:bool=True, # run the ResNet in channels-last memory layout (same outputs, faster on CPU)
                  norm:str='frozen', # 'frozen' (the paper's) or 'batch': trainable BatchNorm2d and every stage trains, for training from scratch
+                 last_stage:int=4, # 4: read layer4 (stride 32, the paper's); 3: stop after layer3 (stride 16, half the channels)
                 ):
         super().__init__()
         if name not in RESNETS: raise ValueError(f"unknown backbone {name!r}; expected one of {list(RESNETS)}")
         if dilation and RESNETS[name] == 512:
             raise ValueError(f"dilation (DC5) needs bottleneck blocks; {name} has basic blocks, use resnet50 or resnet101")
         if norm not in ('frozen', 'batch'): raise ValueError(f"norm must be 'frozen' or 'batch', got {norm!r}")
+        if last_stage not in (3, 4): raise ValueError(f"last_stage must be 3 or 4, got {last_stage!r}")
+        if dilation and last_stage != 4: raise ValueError("dilation (DC5) changes layer4, which last_stage=3 does not build")
         norm_layer = FrozenBatchNorm2d if norm == 'frozen' else nn.BatchNorm2d
         resnet = getattr(torchvision.models, name)(weights=None, norm_layer=norm_layer,
                                                    replace_stride_with_dilation=[False, False, dilation])
@@ -101,11 +104,12 @@ class Backbone(nn.Module):
         for pname, p in resnet.named_parameters():
             p.requires_grad_(train_backbone and pname.startswith(trained))
         if fuse_bn and norm == 'frozen': fuse_frozen_bn(resnet)
-        stages = ['layer1', 'layer2', 'layer3', 'layer4'] if return_interm_layers else ['layer4']
+        stages = [f'layer{i}' for i in range(1, last_stage + 1)] if return_interm_layers else [f'layer{last_stage}']
+        # IntermediateLayerGetter keeps the children up to the last stage returned: the rest (and the classifier) go
         self.body = IntermediateLayerGetter(resnet, return_layers={s: str(i) for i, s in enumerate(stages)})
         self.channels_last = channels_last
         if channels_last: self.body.to(memory_format=torch.channels_last)
-        self.num_channels = RESNETS[name]
+        self.num_channels = RESNETS[name] // 2 ** (4 - last_stage)
 
     def forward(self, samples:NestedTensor) -> dict[str, NestedTensor]:
         "Feature maps `[B, C, H, W]` with their masks `[B, H, W]` (True = padding), keyed '0', '1', ..."

@@ -23,17 +23,18 @@ from .matcher_loss import build_criterion, PostProcess
 # %% auto #0
 __all__ = ['PRESETS', 'COCO_STAT_NAMES', 'DEFAULT_SHAPES_PATH', 'get_args_parser', 'parse_args', 'get_world_size', 'get_rank',
            'is_main_process', 'init_distributed', 'reduce_mean', 'all_gather', 'seed_everything', 'epoch_seed',
-           'make_loaders', 'build_training', 'param_groups', 'make_optimizer', 'train_one_epoch', 'to_coco_results',
-           'coco_evaluate', 'format_coco_stats', 'coco_of', 'evaluate', 'plain_args', 'save_checkpoint',
-           'load_training_checkpoint', 'read_log', 'plot_history', 'draw_predictions', 'data_root', 'check_labels',
-           'default_num_classes', 'main', 'free_port', 'cli']
+           'make_loaders', 'build_training', 'param_groups', 'make_optimizer', 'cpu_has_native_bf16', 'amp_enabled',
+           'train_one_epoch', 'to_coco_results', 'coco_evaluate', 'format_coco_stats', 'coco_of', 'evaluate',
+           'plain_args', 'save_checkpoint', 'load_training_checkpoint', 'read_log', 'plot_history', 'draw_predictions',
+           'data_root', 'check_labels', 'default_num_classes', 'main', 'free_port', 'cli']
 
 # %% ../nbs/07_train.ipynb #ed20b7b3
 PRESETS = {
     # Trains a small DETR from scratch on the generated shapes on a CPU for 10 minutes (see 'The quick start').
-    'quickstart': dict(dataset='shapes', backbone='resnet18', backbone_norm='batch', lr=2e-4, lr_backbone=2e-4, batch_size=8,
+    'quickstart': dict(dataset='shapes', backbone='resnet18', backbone_norm='batch', last_stage=3, amp=True,
+                       lr=2e-4, lr_backbone=2e-4, batch_size=8,
                        hidden_dim=128, nheads=4, enc_layers=2, dec_layers=2, dim_feedforward=256, dropout=0.0,
-                       num_queries=20, scales=[128], max_size=160, val_size=128, augment=False, num_workers=0,
+                       num_queries=6, scales=[128], max_size=160, val_size=128, augment=False, num_workers=0,
                        epochs=1000, lr_drop=1000, warmup_steps=100, time_budget=10.0, lr_drop_time=0.8),
     # The paper's recipe on COCO (§4), with ImageNet weights for the backbone.
     'coco': dict(dataset='coco', weights_backbone='IMAGENET1K_V1'),
@@ -94,8 +95,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument('--weights_backbone', default=None, help='ImageNet weights for the backbone, e.g. IMAGENET1K_V1')
     g.add_argument('--backbone_norm', default='frozen', choices=('frozen', 'batch'),
                    help="'frozen': the paper's frozen batch norm; 'batch': trainable, every stage trains (from scratch)")
+    g.add_argument('--last_stage', default=4, type=int, choices=(3, 4),
+                   help='4: the ResNet up to layer4, stride 32 (the paper); 3: stop after layer3, stride 16 (small images)')
     g.add_argument('--pretrained', default=None, help='fine-tune from this DETR checkpoint (path or URL)')
-    g.add_argument('--amp', action='store_true', help='bf16 autocast (CUDA only)')
+    g.add_argument('--amp', action='store_true', help='bf16 autocast (CUDA, and CPUs with native bf16)')
+    g.add_argument('--no_amp', dest='amp', action='store_false', help='float32 even where a preset asks for --amp')
     g.add_argument('--warmup_steps', default=0, type=int, help='linear learning-rate warm-up over this many steps')
     g.add_argument('--time_budget', default=None, type=float, help='stop training after this many minutes')
     g.add_argument('--lr_drop_time', default=None, type=float, help='with --time_budget: divide the learning rate by 10 after this fraction of it')
@@ -203,7 +207,7 @@ def build_training(args:argparse.Namespace, # flags from `parse_args`
                        enc_layers=args.enc_layers, dec_layers=args.dec_layers, dim_feedforward=args.dim_feedforward,
                        dropout=args.dropout, num_queries=args.num_queries, pre_norm=args.pre_norm,
                        aux_loss=args.aux_loss, lr_backbone=args.lr_backbone, weights_backbone=args.weights_backbone,
-                       backbone_norm=getattr(args, 'backbone_norm', 'frozen'))
+                       backbone_norm=getattr(args, 'backbone_norm', 'frozen'), last_stage=getattr(args, 'last_stage', 4))
     criterion = build_criterion(num_classes=num_classes, set_cost_class=args.set_cost_class,
                                 set_cost_bbox=args.set_cost_bbox, set_cost_giou=args.set_cost_giou,
                                 bbox_loss_coef=args.bbox_loss_coef, giou_loss_coef=args.giou_loss_coef,
@@ -243,9 +247,19 @@ def _to_device(targets, device) -> list:
     "Move every tensor of each target dict to `device`."
     return [{k: v.to(device) if isinstance(v, Tensor) else v for k, v in t.items()} for t in targets]
 
+def cpu_has_native_bf16() -> bool:
+    "Whether this CPU has bf16 instructions (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slower than float32."
+    try: caps = torch._C._cpu._get_cpu_capability()   # PyTorch's own CPU feature probe
+    except (AttributeError, RuntimeError): return False
+    return bool(caps.get('avx512_bf16') or caps.get('amx_bf16'))
+
+def amp_enabled(device:torch.device, amp:bool) -> bool:
+    "Whether `--amp` takes effect: on CUDA, and on CPUs with native bf16."
+    return amp and (device.type == 'cuda' or (device.type == 'cpu' and cpu_has_native_bf16()))
+
 def _autocast(device:torch.device, amp:bool):
-    "bf16 autocast on CUDA when `amp`, otherwise a no-op context."
-    return torch.autocast('cuda', dtype=torch.bfloat16) if amp and device.type == 'cuda' else contextlib.nullcontext()
+    "bf16 autocast when `amp` takes effect on `device`, otherwise a no-op context."
+    return torch.autocast(device.type, dtype=torch.bfloat16) if amp_enabled(device, amp) else contextlib.nullcontext()
 
 def _progress(loader, desc:str):
     "A tqdm bar over `loader`, only on rank 0 and only when stderr is a terminal."
@@ -265,7 +279,7 @@ def train_one_epoch(model:nn.Module, # DETR, possibly wrapped in DistributedData
                     device:torch.device|str,
                     epoch:int, # used in messages and for the warm-up's step count
                     max_norm:float=0., # gradient clipping max norm (0: off)
-                    amp:bool=False, # bf16 autocast (CUDA only)
+                    amp:bool=False, # bf16 autocast (CUDA, and CPUs with native bf16)
                     warmup_steps:int=0, # linear warm-up over the first steps of the run
                     deadline:float|None=None, # stop the epoch once time.time() passes this
                     drop_time:float|None=None, # once time.time() passes this, divide the learning rates by 10 (once per run)
@@ -372,7 +386,7 @@ def evaluate(model:nn.Module, # DETR, possibly wrapped in DistributedDataParalle
              postprocess:nn.Module, # PostProcess
              data_loader:DataLoader, # validation loader over a CocoDetection (or a Subset of one)
              device:torch.device|str,
-             amp:bool=False, # bf16 autocast (CUDA only)
+             amp:bool=False, # bf16 autocast (CUDA, and CPUs with native bf16)
             ) -> dict:
     "COCO box statistics on `data_loader`'s split (`coco_eval_bbox`, 12 numbers) and the mean validation losses."
     device = torch.device(device)
@@ -577,6 +591,9 @@ def _main(args):
     num_classes = args.num_classes or default_num_classes(ds_val if ds_train is None else ds_train)
     for ds in (ds_train, ds_val):
         if ds is not None: check_labels(ds, num_classes)
+    if args.amp and not amp_enabled(device, True):
+        _log.warning("--amp ignored: this CPU has no bf16 instructions (AVX512-BF16 or AMX), so bf16 would be "
+                     "slower than float32; training in float32")
 
     seed_everything(args.seed)                                 # the same initial weights on every process
     model, criterion, postprocess = build_training(args, num_classes)

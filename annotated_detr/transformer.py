@@ -331,12 +331,13 @@ def build_detr(num_classes:int=91, # K; COCO's ids go up to 90, so the released 
                lr_backbone:float=1e-5, # > 0: train the backbone (except its stem and first stage)
                weights_backbone=None, # torchvision weights for the ResNet, or None
                backbone_norm:str='frozen', # 'frozen' (paper, checkpoints) or 'batch' (training from scratch, 02_backbone)
+               last_stage:int=4, # 4: the paper's stride 32; 3: stop the ResNet after layer3, stride 16 (02_backbone)
               ) -> DETR:
     "Build a DETR model from the original training script's arguments."
     if num_classes < 1: raise ValueError(f"num_classes must be at least 1, got {num_classes}")
     joiner = build_backbone(backbone=backbone, dilation=dilation, position_embedding=position_embedding,
                             hidden_dim=hidden_dim, lr_backbone=lr_backbone, return_interm_layers=False,
-                            weights=weights_backbone, norm=backbone_norm)
+                            weights=weights_backbone, norm=backbone_norm, last_stage=last_stage)
     transformer = Transformer(d_model=hidden_dim, nhead=nheads, num_encoder_layers=enc_layers,
                               num_decoder_layers=dec_layers, dim_feedforward=dim_feedforward, dropout=dropout,
                               normalize_before=pre_norm, return_intermediate_dec=True)
@@ -393,7 +394,8 @@ def config_from_state_dict(sd:dict, # a DETR state dict
                 hidden_dim=hidden_dim, enc_layers=enc, dec_layers=dec,
                 dim_feedforward=sd['transformer.decoder.layers.0.linear1.weight'].shape[0],
                 num_queries=num_queries, pre_norm='transformer.encoder.norm.weight' in sd,
-                backbone_norm='batch' if f'{body}bn1.num_batches_tracked' in sd else 'frozen')
+                backbone_norm='batch' if f'{body}bn1.num_batches_tracked' in sd else 'frozen',
+                last_stage=4 if any(k.startswith(f'{body}layer4.') for k in sd) else 3)
 
 def read_checkpoint(path_or_url:str|Path, # local path, file:// or http(s):// URL
                     progress:bool=True,
