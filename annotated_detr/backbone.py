@@ -36,13 +36,31 @@ class ConvWithFrozenBN(nn.Conv2d):
                          bias=conv.bias is not None, padding_mode=conv.padding_mode, device='meta')  # no new weights
         self.weight, self.bias = conv.weight, conv.bias
         self.bn = (bn,)          # a tuple, so PyTorch does not register (and save) the batch norm a second time
+        self._cache = None       # (what it was computed from, W * s, t): inference only, see below
 
-    def forward(self, x:Tensor) -> Tensor:
+    def folded(self) -> tuple[Tensor, Tensor]:
+        "The weight and bias of one convolution that applies both: (W * s, beta - mean * s [+ b * s])."
         bn, = self.bn
         scale = bn.weight * (bn.running_var + bn.eps).rsqrt()             # (C_out,) s = gamma / sqrt(var + eps)
         shift = bn.bias - bn.running_mean * scale                          # (C_out,) t = beta - mean * s
         if self.bias is not None: shift = shift + self.bias * scale
-        return self._conv_forward(x, self.weight * scale[:, None, None, None], shift)
+        return self.weight * scale[:, None, None, None], shift
+
+    def _source_key(self) -> tuple|None:
+        "Storage, version counter, dtype and device of every tensor `folded` reads (None if one has no version counter)."
+        bn, = self.bn
+        ts = [self.weight, bn.weight, bn.bias, bn.running_mean, bn.running_var] + ([] if self.bias is None else [self.bias])
+        try: return tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in ts)
+        except RuntimeError: return None         # tensors created under inference_mode keep no version counter
+
+    def forward(self, x:Tensor) -> Tensor:
+        if self.training or torch.is_grad_enabled():    # gradients must reach W through W * s
+            self._cache = None
+            return self._conv_forward(x, *self.folded())
+        key = self._source_key()                         # eval mode without gradients: fold once, reuse
+        if key is None: return self._conv_forward(x, *self.folded())
+        if self._cache is None or self._cache[0] != key: self._cache = (key, *self.folded())
+        return self._conv_forward(x, self._cache[1], self._cache[2])
 
 def fuse_frozen_bn(model:nn.Module, # a torchvision ResNet (or part of one) built with FrozenBatchNorm2d
                   ) -> nn.Module:
