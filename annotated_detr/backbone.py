@@ -27,6 +27,8 @@ class FrozenBNInConv(FrozenBatchNorm2d):
 
 class ConvWithFrozenBN(nn.Conv2d):
     "A Conv2d that also applies the frozen batch norm after it, through its weights: conv(x, W*s) + (beta - mean*s)."
+    cache_in_inference = True    # False: recompute W * s on every call (e.g. if you write weights through `.data`)
+
     def __init__(self,
                  conv:nn.Conv2d, # the convolution; its `weight` (and `bias`) Parameters are reused, not copied
                  bn:FrozenBNInConv, # the batch norm that follows it, registered in its own place in the model
@@ -54,7 +56,7 @@ class ConvWithFrozenBN(nn.Conv2d):
         except RuntimeError: return None         # tensors created under inference_mode keep no version counter
 
     def forward(self, x:Tensor) -> Tensor:
-        if self.training or torch.is_grad_enabled():    # gradients must reach W through W * s
+        if self.training or torch.is_grad_enabled() or not self.cache_in_inference:   # gradients must reach W through W * s
             self._cache = None
             return self._conv_forward(x, *self.folded())
         key = self._source_key()                         # eval mode without gradients: fold once, reuse

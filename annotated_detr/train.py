@@ -612,7 +612,10 @@ def _main(args):
 
     if args.resume:
         ckpt = load_training_checkpoint(args.resume)
-        model.load_state_dict(ckpt['model'])
+        try: model.load_state_dict(ckpt['model'])
+        except RuntimeError as e:    # PyTorch lists every key; the first lines say enough
+            raise ValueError(f"--resume {args.resume}: the checkpoint does not fit the model these flags build "
+                             f"(resume with the flags of the run that wrote it): {' '.join(str(e).split())[:300]}") from None
         if not args.eval and all(k in ckpt for k in ('optimizer', 'lr_scheduler', 'epoch')):
             optimizer.load_state_dict(ckpt['optimizer'])
             lr_scheduler.load_state_dict(ckpt['lr_scheduler'])

@@ -441,11 +441,13 @@ def load_checkpoint(path_or_url:str|Path, # local path, file:// or http(s):// UR
     if num_classes is not None and num_classes != K:
         raise ValueError(f"num_classes={num_classes} but the given model has {K} classes")
     if K == ckpt_classes:
-        model.load_state_dict(sd, strict=True)
+        try: model.load_state_dict(sd, strict=True)
+        except RuntimeError as e:    # PyTorch lists every key; the first lines say enough
+            raise ValueError(f"checkpoint does not fit the model: {' '.join(str(e).split())[:300]}") from None
         return model
     missing, unexpected = model.load_state_dict({k: v for k, v in sd.items() if not k.startswith('class_embed.')}, strict=False)
     if sorted(missing) != ['class_embed.bias', 'class_embed.weight'] or unexpected:
-        raise RuntimeError(f"checkpoint does not fit the model: missing {missing}, unexpected {unexpected}")
+        raise ValueError(f"checkpoint does not fit the model: missing {missing}, unexpected {unexpected}")
     warnings.warn(f"the checkpoint has {ckpt_classes} classes and the model {K}: loaded every weight except "
                   f"class_embed, which is freshly initialised and must be trained")
     return model
