@@ -27,8 +27,6 @@ class FrozenBNInConv(FrozenBatchNorm2d):
 
 class ConvWithFrozenBN(nn.Conv2d):
     "A Conv2d that also applies the frozen batch norm after it, through its weights: conv(x, W*s) + (beta - mean*s)."
-    cache_in_inference = True    # False: recompute W * s on every call (e.g. if you write weights through `.data`)
-
     def __init__(self,
                  conv:nn.Conv2d, # the convolution; its `weight` (and `bias`) Parameters are reused, not copied
                  bn:FrozenBNInConv, # the batch norm that follows it, registered in its own place in the model
@@ -38,7 +36,6 @@ class ConvWithFrozenBN(nn.Conv2d):
                          bias=conv.bias is not None, padding_mode=conv.padding_mode, device='meta')  # no new weights
         self.weight, self.bias = conv.weight, conv.bias
         self.bn = (bn,)          # a tuple, so PyTorch does not register (and save) the batch norm a second time
-        self._cache = None       # (what it was computed from, W * s, t): inference only, see below
 
     def folded(self) -> tuple[Tensor, Tensor]:
         "The weight and bias of one convolution that applies both: (W * s, beta - mean * s [+ b * s])."
@@ -48,21 +45,7 @@ class ConvWithFrozenBN(nn.Conv2d):
         if self.bias is not None: shift = shift + self.bias * scale
         return self.weight * scale[:, None, None, None], shift
 
-    def _source_key(self) -> tuple|None:
-        "Storage, version counter, dtype and device of every tensor `folded` reads (None if one has no version counter)."
-        bn, = self.bn
-        ts = [self.weight, bn.weight, bn.bias, bn.running_mean, bn.running_var] + ([] if self.bias is None else [self.bias])
-        try: return tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in ts)
-        except RuntimeError: return None         # tensors created under inference_mode keep no version counter
-
-    def forward(self, x:Tensor) -> Tensor:
-        if self.training or torch.is_grad_enabled() or not self.cache_in_inference:   # gradients must reach W through W * s
-            self._cache = None
-            return self._conv_forward(x, *self.folded())
-        key = self._source_key()                         # eval mode without gradients: fold once, reuse
-        if key is None: return self._conv_forward(x, *self.folded())
-        if self._cache is None or self._cache[0] != key: self._cache = (key, *self.folded())
-        return self._conv_forward(x, self._cache[1], self._cache[2])
+    def forward(self, x:Tensor) -> Tensor: return self._conv_forward(x, *self.folded())
 
 def fuse_frozen_bn(model:nn.Module, # a torchvision ResNet (or part of one) built with FrozenBatchNorm2d
                   ) -> nn.Module:
