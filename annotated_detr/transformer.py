@@ -66,11 +66,7 @@ class MultiheadAttention(nn.Module):
         if key_padding_mask is not None and (key_padding_mask.dtype != torch.bool or key_padding_mask.shape != (B, key.shape[0])):
             raise ValueError(f"key_padding_mask must be a bool tensor [B, L_k] = {[B, key.shape[0]]}, "
                              f"got {key_padding_mask.dtype} {list(key_padding_mask.shape)}")
-        if query is key:   # self-attention: W_q and W_k in one product over the shared input
-            qk = F.linear(query, self.in_proj_weight[:2 * d], self.in_proj_bias[:2 * d])  # (L, B, 2d)
-            q, k = (t.reshape(Lq, B, self.num_heads, self.head_dim).permute(1, 2, 0, 3) for t in qk.chunk(2, dim=-1))
-        else: q, k = self._heads(query, 0), self._heads(key, 1)
-        v = self._heads(value, 2)  # (B, h, L, d/h) each
+        q, k, v = self._heads(query, 0), self._heads(key, 1), self._heads(value, 2)  # (B, h, L, d/h) each
         p = self.dropout if self.training else 0.
         if not self.keep_weights:
             allowed = None if key_padding_mask is None else ~key_padding_mask[:, None, None, :]  # (B, 1, 1, L_k)

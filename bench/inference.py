@@ -7,10 +7,8 @@ the same padded batch `[2, 3, 765, 911]` and mask, run under `torch.inference_mo
 `torch.set_num_threads(2)`, in one process, alternating after a warmup. The ratio is of medians.
 
 Variants of ours: `ours` (the library as shipped), `ours baseline` (the library's levers off:
-`Backbone(fuse_bn=False, channels_last=False)`, same weights) and, with `--also 'fold;unfused_qk'` (the default),
-the bench-only lever of folding the batch norms into the convolutions once (inference only, see bench/_levers.py)
-and ours with the query and key projections of self-attention computed as two products instead of the
-library's one (`unfused_qk`).
+`Backbone(fuse_bn=False, channels_last=False)`, same weights) and, with `--also fold` (the default), the
+bench-only lever of folding the batch norms into the convolutions once (inference only, see bench/_levers.py).
 Every variant is checked against the baseline path (max |diff| <= 1e-4 on logits, boxes and aux outputs).
 
     python bench/inference.py            # full run (timings + peak memory in subprocesses)
@@ -43,16 +41,6 @@ def make_runner(model, levers=(), impl='ours'):
     if levers: model = copy.deepcopy(model)
     if 'fold' in levers: model = fold_frozen_bn(model, inplace=True)
     f = torch.compile(model) if 'compile' in levers else model
-    if 'unfused_qk' in levers:   # self-attention with the q and k projections as two products
-        from annotated_detr.transformer import MultiheadAttention
-        fwd = MultiheadAttention.forward
-        def unfused(self, query, key, value, key_padding_mask=None):
-            return fwd(self, query, key.view_as(key) if key is query else key, value, key_padding_mask)
-        def run():
-            MultiheadAttention.forward = unfused
-            try: return f(NestedTensor(x, mask))
-            finally: MultiheadAttention.forward = fwd
-        return run
     return lambda: f(NestedTensor(x, mask))   # the library's backbone makes its input channels_last itself
 
 
@@ -76,8 +64,8 @@ def main():
     p.add_argument('--quick', action='store_true', help='2 repeats, no memory subprocesses')
     p.add_argument('--repeats', type=int, default=7)
     p.add_argument('--threads', type=int, default=2)
-    p.add_argument('--also', default='fold;unfused_qk', help="more variants of ours (as shipped) to time, ';'-separated lever "
-                   "lists of: fold, unfused_qk, compile (e.g. 'fold;compile'); '' for none")
+    p.add_argument('--also', default='fold', help="more variants of ours (as shipped) to time, ';'-separated lever "
+                   "lists of: fold, compile (e.g. 'fold;compile'); '' for none")
     p.add_argument('--hf-levers', default='', help="also time transformers with these levers (e.g. 'cl')")
     p.add_argument('--no-mem', action='store_true', help='skip the peak-memory subprocesses')
     p.add_argument('--mem', choices=['ours', 'ours_baseline', 'theirs'], help=argparse.SUPPRESS)
