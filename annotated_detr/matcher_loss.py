@@ -13,7 +13,7 @@ import torchvision.ops as ops
 # %% auto #0
 __all__ = ['COCO_CLASSES', 'box_cxcywh_to_xyxy', 'box_xyxy_to_cxcywh', 'box_area', 'box_iou', 'generalized_box_iou', 'fp32',
            'HungarianMatcher', 'SetCriterion', 'build_criterion', 'PostProcess', 'detect', 'draw_detections',
-           'detect_cli']
+           'detect_cli', 'detect_main']
 
 # %% ../nbs/06_matcher_loss.ipynb #6ee36a06
 def box_cxcywh_to_xyxy(boxes:Tensor, # [..., 4] boxes as (cx, cy, w, h)
@@ -410,3 +410,7 @@ def detect_cli(argv:list|None=None, # command-line arguments; None: sys.argv[1:]
         print(f"{image}: {len(dets)} detections -> {out}")
         for d in dets: print(f"  {d['name']:>16s} {d['score']:.3f} [{', '.join(f'{v:.1f}' for v in d['box'])}]")
     return results
+
+def detect_main() -> None:
+    "Entry point of the `detr_detect` script: `detect_cli` on the command line, returning nothing."
+    detect_cli()   # a console script passes what its function returns to sys.exit: a list would mean failure

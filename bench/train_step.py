@@ -14,6 +14,7 @@ freezing). Images [3, 800, 1066] and [3, 800, 1200] (padded to 800 x 1200), 4 an
 
     python bench/train_step.py            # full run (timings + peak memory in subprocesses)
     python bench/train_step.py --quick    # smoke run
+    python bench/train_step.py --profile ours    # where one step of ours spends its time (or: theirs)
 """
 from __future__ import annotations
 import argparse, json, sys
@@ -138,6 +139,7 @@ def main():
     p.add_argument('--no-mem', action='store_true')
     p.add_argument('--fused-adamw', action='store_true', help='AdamW(fused=True) for both (transformers Trainer default)')
     p.add_argument('--mem', choices=['ours', 'ours_baseline', 'theirs'], help=argparse.SUPPRESS)
+    p.add_argument('--profile', choices=['ours', 'theirs'], help='only print torch.profiler\'s top operators over one step')
     a = p.parse_args()
     global FUSED_ADAMW
     FUSED_ADAMW = a.fused_adamw
@@ -151,6 +153,12 @@ def main():
           f"gradient error vs float64: baseline {ep:.1e}, ours {ef:.1e} -> {'OK' if ok else 'FAIL'}")
     if not ok: raise SystemExit("ours differs from the baseline path by more than 1e-4")
     ours, base, theirs = models(a.hf_as_shipped)
+    if a.profile:
+        step = make_step(ours if a.profile == 'ours' else theirs, a.profile)
+        step(); step()                                           # warm up, optimizer state allocated
+        from torch.profiler import profile, ProfilerActivity
+        with profile(activities=[ProfilerActivity.CPU]) as prof: step()
+        return print(prof.key_averages().table(sort_by='self_cpu_time_total', row_limit=20, max_name_column_width=50))
     fns = {OURS: make_step(ours), BASE: make_step(base), THEIRS: make_step(theirs, 'theirs')}
     print(f"trainable params: ours {n_trainable(ours):,}  baseline {n_trainable(base):,}  transformers {n_trainable(theirs):,}"
           f"{' (as shipped)' if a.hf_as_shipped else ''}")
