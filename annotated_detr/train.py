@@ -100,6 +100,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument('--pretrained', default=None, help='fine-tune from this DETR checkpoint (path or URL)')
     g.add_argument('--amp', action='store_true', help='bf16 autocast (CUDA, and CPUs with native bf16)')
     g.add_argument('--no_amp', dest='amp', action='store_false', help='float32 even where a preset asks for --amp')
+    g.add_argument('--compile', action='store_true', help='torch.compile the model (needs a C++ compiler on CPU; the first steps compile)')
     g.add_argument('--warmup_steps', default=0, type=int, help='linear learning-rate warm-up over this many steps')
     g.add_argument('--time_budget', default=None, type=float, help='stop training after this many minutes')
     g.add_argument('--lr_drop_time', default=None, type=float, help='with --time_budget: divide the learning rate by 10 after this fraction of it')
@@ -602,6 +603,7 @@ def _main(args):
     model_ddp = model
     if args.distributed:
         model_ddp = DistributedDataParallel(model, device_ids=[args.gpu] if device.type == 'cuda' else None)
+    if args.compile: model_ddp = torch.compile(model_ddp)     # same parameters; checkpoints keep their keys
     n_parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
     optimizer = make_optimizer(model, args.lr, args.lr_backbone, args.weight_decay)
     lr_scheduler = torch.optim.lr_scheduler.StepLR(optimizer, args.lr_drop)

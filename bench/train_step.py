@@ -15,6 +15,7 @@ freezing). Images [3, 800, 1066] and [3, 800, 1200] (padded to 800 x 1200), 4 an
     python bench/train_step.py            # full run (timings + peak memory in subprocesses)
     python bench/train_step.py --quick    # smoke run
     python bench/train_step.py --profile ours    # where one step of ours spends its time (or: theirs)
+    python bench/train_step.py --compile --no-mem    # also both models under torch.compile
 """
 from __future__ import annotations
 import argparse, json, sys
@@ -47,12 +48,13 @@ def param_groups(model, backbone_key):
     return [{'params': rest, 'lr': LR}, {'params': bb, 'lr': LR_BACKBONE}]
 
 
-def make_step(model, impl='ours'):
+def make_step(model, impl='ours', compile=False):
     "A no-argument callable doing one training step of `model` (a private copy, with its own AdamW)."
     import copy
     from annotated_detr.nested_tensor import NestedTensor
     from annotated_detr.matcher_loss import build_criterion
     model = copy.deepcopy(model).train()
+    fwd = torch.compile(model) if compile else model   # shares the parameters; compiles at the first call
     x, mask = C.pad_batch(C.random_images(C.COCO_SHAPES))
     targets = make_targets()
     xx = lambda: x
@@ -60,11 +62,11 @@ def make_step(model, impl='ours'):
     if impl == 'theirs':
         pixel_mask = (~mask).long()
         labels = [{'class_labels': t['labels'], 'boxes': t['boxes']} for t in targets]
-        def loss_fn(): return model(pixel_values=xx(), pixel_mask=pixel_mask, labels=labels).loss
+        def loss_fn(): return fwd(pixel_values=xx(), pixel_mask=pixel_mask, labels=labels).loss
     else:
         criterion = build_criterion(num_classes=91).train()
         def loss_fn():
-            ld = criterion(model(NestedTensor(xx(), mask)), targets)
+            ld = criterion(fwd(NestedTensor(xx(), mask)), targets)
             return sum(ld[k] * w for k, w in criterion.weight_dict.items() if k in ld)
 
     def step():
@@ -76,6 +78,19 @@ def make_step(model, impl='ours'):
         return loss.detach()
     step.model = model
     return step
+
+
+def check_compiled(ours):
+    "torch.compile must not change the outputs: eval mode (no dropout), same input, max |diff| <= 1e-4."
+    import copy
+    from annotated_detr.nested_tensor import NestedTensor
+    m = copy.deepcopy(ours).eval()
+    x, mask = C.pad_batch(C.random_images(C.COCO_SHAPES))
+    with torch.no_grad():
+        ref, got = m(NestedTensor(x, mask)), torch.compile(m)(NestedTensor(x, mask))
+    d = max((ref[k] - got[k]).abs().max().item() for k in ('pred_logits', 'pred_boxes'))
+    print(f"check: ours + compile vs ours, eval mode: max |diff| = {d:.1e} -> {'OK' if d <= 1e-4 else 'FAIL'}")
+    if d > 1e-4: raise SystemExit("torch.compile changed the outputs by more than 1e-4")
 
 
 def models(as_shipped=False):
@@ -140,6 +155,7 @@ def main():
     p.add_argument('--fused-adamw', action='store_true', help='AdamW(fused=True) for both (transformers Trainer default)')
     p.add_argument('--mem', choices=['ours', 'ours_baseline', 'theirs'], help=argparse.SUPPRESS)
     p.add_argument('--profile', choices=['ours', 'theirs'], help='only print torch.profiler\'s top operators over one step')
+    p.add_argument('--compile', action='store_true', help='also time both models under torch.compile (inductor; compiles ~1 min each)')
     a = p.parse_args()
     global FUSED_ADAMW
     FUSED_ADAMW = a.fused_adamw
@@ -160,6 +176,10 @@ def main():
         with profile(activities=[ProfilerActivity.CPU]) as prof: step()
         return print(prof.key_averages().table(sort_by='self_cpu_time_total', row_limit=20, max_name_column_width=50))
     fns = {OURS: make_step(ours), BASE: make_step(base), THEIRS: make_step(theirs, 'theirs')}
+    if a.compile:
+        fns[OURS + ' + compile'] = make_step(ours, compile=True)
+        fns[THEIRS + ' + compile'] = make_step(theirs, 'theirs', compile=True)
+        check_compiled(ours)
     print(f"trainable params: ours {n_trainable(ours):,}  baseline {n_trainable(base):,}  transformers {n_trainable(theirs):,}"
           f"{' (as shipped)' if a.hf_as_shipped else ''}")
     del ours, base, theirs
@@ -172,6 +192,10 @@ def main():
     C.report_ratio(t, OURS, THEIRS, GOAL)
     C.report_ratio(t, BASE, THEIRS, show=False)
     C.report_ratio(t, OURS, BASE, show=False)
+    if a.compile:
+        C.report_ratio(t, OURS + ' + compile', THEIRS, show=False)
+        C.report_ratio(t, OURS + ' + compile', THEIRS + ' + compile', show=False)
+        C.report_ratio(t, OURS + ' + compile', OURS, show=False)
     if not a.no_mem:
         print("peak RSS above the RSS before the step (separate process each; first step incl. optimizer state / later step):")
         extra = (['--threads', str(a.threads)] + (['--hf-as-shipped'] if a.hf_as_shipped else [])
