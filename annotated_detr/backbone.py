@@ -37,15 +37,12 @@ class ConvWithFrozenBN(nn.Conv2d):
         self.weight, self.bias = conv.weight, conv.bias
         self.bn = (bn,)          # a tuple, so PyTorch does not register (and save) the batch norm a second time
 
-    def folded(self) -> tuple[Tensor, Tensor]:
-        "The weight and bias of one convolution that applies both: (W * s, beta - mean * s [+ b * s])."
+    def forward(self, x:Tensor) -> Tensor:
         bn, = self.bn
         scale = bn.weight * (bn.running_var + bn.eps).rsqrt()             # (C_out,) s = gamma / sqrt(var + eps)
         shift = bn.bias - bn.running_mean * scale                          # (C_out,) t = beta - mean * s
         if self.bias is not None: shift = shift + self.bias * scale
-        return self.weight * scale[:, None, None, None], shift
-
-    def forward(self, x:Tensor) -> Tensor: return self._conv_forward(x, *self.folded())
+        return self._conv_forward(x, self.weight * scale[:, None, None, None], shift)
 
 def fuse_frozen_bn(model:nn.Module, # a torchvision ResNet (or part of one) built with FrozenBatchNorm2d
                   ) -> nn.Module:

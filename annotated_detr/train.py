@@ -17,7 +17,7 @@ from torchvision.ops import box_convert
 from tqdm import tqdm
 from .nested_tensor import NestedTensor, collate_fn
 from .data import build_dataset, make_shapes_dataset, CocoDetection
-from .transformer import build_detr, load_checkpoint
+from .transformer import build_detr, load_checkpoint, load_exactly
 from .matcher_loss import build_criterion, PostProcess
 
 # %% auto #0
@@ -614,10 +614,7 @@ def _main(args):
 
     if args.resume:
         ckpt = load_training_checkpoint(args.resume)
-        try: model.load_state_dict(ckpt['model'])
-        except RuntimeError as e:    # PyTorch lists every key; the first lines say enough
-            raise ValueError(f"--resume {args.resume}: the checkpoint does not fit the model these flags build "
-                             f"(resume with the flags of the run that wrote it): {' '.join(str(e).split())[:300]}") from None
+        load_exactly(model, ckpt['model'], f" these flags build (--resume {args.resume}: use the flags of the run that wrote it)")
         if not args.eval and all(k in ckpt for k in ('optimizer', 'lr_scheduler', 'epoch')):
             optimizer.load_state_dict(ckpt['optimizer'])
             lr_scheduler.load_state_dict(ckpt['lr_scheduler'])

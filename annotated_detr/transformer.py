@@ -18,9 +18,9 @@ from .data import IMAGENET_MEAN, IMAGENET_STD
 __all__ = ['DETR_URL', 'CHECKPOINTS', 'RESNET_DEPTH', 'MultiheadAttention', 'keep_attention_weights', 'with_pos',
            'TransformerEncoderLayer', 'TransformerDecoderLayer', 'clones', 'TransformerEncoder', 'TransformerDecoder',
            'Transformer', 'MLP', 'to_nested', 'DETR', 'build_detr', 'hash_prefix', 'cached_download',
-           'config_from_state_dict', 'read_checkpoint', 'load_checkpoint', 'detr_resnet50', 'detr_resnet50_dc5',
-           'detr_resnet101', 'detr_resnet101_dc5', 'decoder_cross_attention', 'encoder_self_attention', 'to_picture',
-           'plot_decoder_attention', 'plot_encoder_attention']
+           'config_from_state_dict', 'read_checkpoint', 'load_exactly', 'load_checkpoint', 'detr_resnet50',
+           'detr_resnet50_dc5', 'detr_resnet101', 'detr_resnet101_dc5', 'decoder_cross_attention',
+           'encoder_self_attention', 'to_picture', 'plot_decoder_attention', 'plot_encoder_attention']
 
 # %% ../nbs/05_transformer.ipynb #751a953f
 class MultiheadAttention(nn.Module):
@@ -414,6 +414,15 @@ def read_checkpoint(path_or_url:str|Path, # local path, file:// or http(s):// UR
     if all(k.startswith('module.') for k in sd): sd = {k[len('module.'):]: v for k, v in sd.items()}  # saved from DDP
     return sd, ckpt
 
+def load_exactly(model:nn.Module, # the model to load into
+                 sd:dict, # its state dict
+                 hint:str='', # what to do about a mismatch, put into the message
+                ) -> None:
+    "`model.load_state_dict(sd, strict=True)`; a mismatch is a ValueError with the start of PyTorch's (very long) list."
+    try: model.load_state_dict(sd, strict=True)
+    except RuntimeError as e:
+        raise ValueError(f"checkpoint does not fit the model{hint}: {' '.join(str(e).split())[:300]}") from None
+
 def load_checkpoint(path_or_url:str|Path, # local path, file:// or http(s):// URL of a checkpoint
                     model:DETR|None=None, # load into this model; None: build one that fits the checkpoint
                     num_classes:int|None=None, # K for a new model; differs from the checkpoint's: fresh class head
@@ -437,9 +446,7 @@ def load_checkpoint(path_or_url:str|Path, # local path, file:// or http(s):// UR
     if num_classes is not None and num_classes != K:
         raise ValueError(f"num_classes={num_classes} but the given model has {K} classes")
     if K == ckpt_classes:
-        try: model.load_state_dict(sd, strict=True)
-        except RuntimeError as e:    # PyTorch lists every key; the first lines say enough
-            raise ValueError(f"checkpoint does not fit the model: {' '.join(str(e).split())[:300]}") from None
+        load_exactly(model, sd)
         return model
     missing, unexpected = model.load_state_dict({k: v for k, v in sd.items() if not k.startswith('class_embed.')}, strict=False)
     if sorted(missing) != ['class_embed.bias', 'class_embed.weight'] or unexpected:

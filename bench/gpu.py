@@ -47,7 +47,7 @@ def main():
     torch.backends.cudnn.allow_tf32 = a.tf32
     torch.backends.cudnn.benchmark = True
     import _common as C
-    from train_step import make_targets, param_groups, LR, WD, CLIP
+    from train_step import make_targets, param_groups, optimizer_step, LR, WD
     from annotated_detr.nested_tensor import nested_tensor_from_tensor_list
     from annotated_detr.matcher_loss import build_criterion
     dev = torch.device('cpu' if a.cpu_dry_run else 'cuda')
@@ -84,13 +84,7 @@ def main():
                 with ctx():
                     return model(pixel_values=x, pixel_mask=pm, labels=labels).loss
 
-        def step():
-            loss = loss_fn()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
-            opt.step()
-            return loss
+        step = optimizer_step(loss_fn, model, opt)
         step.model, step.x = model, x
         return step
 

@@ -69,14 +69,20 @@ def make_step(model, impl='ours', compile=False):
             ld = criterion(fwd(NestedTensor(xx(), mask)), targets)
             return sum(ld[k] * w for k, w in criterion.weight_dict.items() if k in ld)
 
+    step = optimizer_step(loss_fn, model, opt)
+    step.model = model
+    return step
+
+
+def optimizer_step(loss_fn, model, opt, clip=CLIP):
+    "A no-argument training step: loss, zero_grad, backward, gradient clipping, optimizer step; returns the detached loss."
     def step():
         loss = loss_fn()
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         opt.step()
         return loss.detach()
-    step.model = model
     return step
 
 
