@@ -58,7 +58,7 @@ def main():
     for n, q in theirs.named_parameters():
         if 'backbone' in n and any(f'stages.{i}.' in n for i in (1, 2, 3)): q.requires_grad_(True)
     samples = nested_tensor_from_tensor_list(C.random_images(shapes)).to(dev)
-    targets = [{k: v.to(dev) for k, v in t.items()} for t in make_targets(counts=tuple(3 + i % 6 for i in range(a.batch)))]
+    targets = [{k: v.to(dev) for k, v in t.items()} for t in make_targets(counts=tuple(3 + i % 6 for i in range(len(shapes))))]
     print(f"device: {torch.cuda.get_device_name() if cuda else 'CPU (dry run)'}, torch {torch.__version__}, TF32 {'on' if a.tf32 else 'off'}")
     print(f"batch {a.batch} padded to {list(samples.tensors.shape)}")
 
