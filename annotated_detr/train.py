@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_train.ipynb #062fae2e
 from __future__ import annotations
-import argparse, contextlib, io, json, logging, math, os, random, socket, sys, tempfile, time, warnings
+import argparse, contextlib, errno, io, json, logging, math, os, random, socket, sys, tempfile, time, warnings
 from collections import defaultdict
 from pathlib import Path
 import numpy as np
@@ -26,7 +26,8 @@ __all__ = ['PRESETS', 'COCO_STAT_NAMES', 'DEFAULT_SHAPES_PATH', 'get_args_parser
            'make_loaders', 'build_training', 'param_groups', 'make_optimizer', 'cpu_has_native_bf16', 'amp_enabled',
            'train_one_epoch', 'to_coco_results', 'coco_evaluate', 'format_coco_stats', 'coco_of', 'evaluate',
            'plain_args', 'save_checkpoint', 'load_training_checkpoint', 'read_log', 'plot_history', 'draw_predictions',
-           'data_root', 'check_labels', 'default_num_classes', 'main', 'free_port', 'cli']
+           'data_root', 'check_labels', 'default_num_classes', 'check_finite', 'apply_optimizer_flags', 'write_log',
+           'main', 'free_port', 'cli']
 
 # %% ../nbs/07_train.ipynb #ed20b7b3
 PRESETS = {
@@ -105,6 +106,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument('--time_budget', default=None, type=float, help='stop training after this many minutes')
     g.add_argument('--lr_drop_time', default=None, type=float, help='with --time_budget: divide the learning rate by 10 after this fraction of it')
     g.add_argument('--eval_every', default=1, type=int, help='evaluate every this many epochs (and after the last)')
+    g.add_argument('--debug', action='store_true', help='show the full traceback of an error instead of one line')
     return p
 
 # %% ../nbs/07_train.ipynb #90f39a28
@@ -116,6 +118,9 @@ def parse_args(argv:list|None=None, # command-line words; None reads sys.argv
     if args.preset is not None:
         parser.set_defaults(**PRESETS[args.preset])
         args = parser.parse_args(argv)
+    typed = get_args_parser()                       # the same flags with no defaults: only what was typed is set
+    for action in typed._actions: action.default = argparse.SUPPRESS
+    args.given_flags = sorted(vars(typed.parse_args(argv)))
     return args
 
 # %% ../nbs/07_train.ipynb #f11ed01c
@@ -284,6 +289,7 @@ def train_one_epoch(model:nn.Module, # DETR, possibly wrapped in DistributedData
                     warmup_steps:int=0, # linear warm-up over the first steps of the run
                     deadline:float|None=None, # stop the epoch once time.time() passes this
                     drop_time:float|None=None, # once time.time() passes this, divide the learning rates by 10 (once per run)
+                    last_good:str='no checkpoint was written by this call', # where the last good weights are, for the messages
                    ) -> dict:
     "Train for one pass over `data_loader`; the mean of each loss, the learning rate and the number of steps."
     device = torch.device(device)
@@ -305,8 +311,7 @@ def train_one_epoch(model:nn.Module, # DETR, possibly wrapped in DistributedData
         if get_world_size() > 1: dist.all_reduce(bad, op=dist.ReduceOp.MAX)
         if bad.item() > 0:
             raise FloatingPointError(f"the model's outputs are not finite at epoch {epoch}, step {step}: stopping training "
-                                     f"(the weights diverged; try a lower --lr or --lr_backbone); the last checkpoint "
-                                     f"was saved before this epoch")
+                                     f"(the weights diverged; try a lower --lr or --lr_backbone); {last_good}")
         loss_dict = criterion(outputs, targets)
         loss = sum(loss_dict[k] * weights[k] for k in loss_dict if k in weights)
         logged = reduce_mean({k: v.detach() for k, v in loss_dict.items()})
@@ -314,7 +319,7 @@ def train_one_epoch(model:nn.Module, # DETR, possibly wrapped in DistributedData
         if not math.isfinite(loss_value):
             bad = {k: round(v.item(), 4) for k, v in logged.items() if not k[-1].isdigit()}
             raise FloatingPointError(f"loss is {loss_value} at epoch {epoch}, step {step}: stopping training "
-                                     f"(losses: {bad}); the last checkpoint was saved before this epoch")
+                                     f"(losses: {bad}); {last_good}")
         optimizer.zero_grad()
         loss.backward()
         if max_norm > 0: torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
@@ -436,6 +441,11 @@ def save_checkpoint(obj:dict, # what to save
             torch.save(obj, f)
             f.flush(); os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:   # torch's zip writer reports a full disk as 'unexpected pos'
+        full = getattr(e, 'errno', None) == errno.ENOSPC or 'unexpected pos' in str(e) or 'No space left' in str(e)
+        if not full: raise
+        raise OSError(errno.ENOSPC, f"no space left on device while writing {path} "
+                                    f"({'the previous checkpoint is unchanged' if path.exists() else 'nothing was written'})") from None
     finally:
         if tmp.exists(): tmp.unlink()
     return path
@@ -560,6 +570,55 @@ def default_num_classes(dataset:Dataset, # the training split
     if not ids: raise ValueError(f"{getattr(dataset, 'ann_file', 'the annotation file')} lists no categories")
     return max(ids) + 1
 
+# %% ../nbs/07_train.ipynb #be707013
+def check_finite(model:nn.Module, # a DETR (not wrapped in DDP)
+                 probe:NestedTensor|None, # a small validation batch on the model's device, or None
+                 when:str, # for the message, e.g. 'epoch 3 (120 steps)'
+                 last_good:str, # where the last good weights are, for the message
+                ) -> None:
+    "Raise FloatingPointError if a weight or buffer, or the eval-mode outputs on `probe`, are not finite."
+    bad = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_floating_point() and not t.isfinite().all()]
+    if not bad and probe is not None:
+        was = model.training
+        with torch.no_grad(): out = model.eval()(probe)
+        model.train(was)
+        if not (out['pred_logits'].isfinite().all() and out['pred_boxes'].isfinite().all()):
+            bad = ['its outputs on two validation images']
+    if bad:
+        raise FloatingPointError(f"the model diverged by the end of {when}: {', '.join(bad[:3])} not finite; "
+                                 f"not saving these weights (try a lower --lr or --lr_backbone); {last_good}")
+
+def apply_optimizer_flags(optimizer:torch.optim.Optimizer, # loaded from a checkpoint
+                          lr_scheduler, # the StepLR, loaded from the same checkpoint
+                          args:argparse.Namespace, # flags from `parse_args` (its `given_flags` name what was typed)
+                         ) -> list:
+    "Apply --lr/--lr_backbone/--weight_decay/--lr_drop typed with --resume over the checkpoint's; describe each change."
+    given, changes = set(getattr(args, 'given_flags', ())), []
+    for i, g in enumerate(optimizer.param_groups):
+        flag = 'lr' if i == 0 else 'lr_backbone'
+        new = getattr(args, flag)
+        if flag in given and g.get('initial_lr', g['lr']) != new:
+            factor = g['lr'] / g.get('initial_lr', g['lr'])      # the drops (and warm-up) already taken
+            changes.append(f"--{flag} {new:g} replaces the checkpoint's {g.get('initial_lr', g['lr']):g} (now {new * factor:g})")
+            g['initial_lr'], g['lr'] = new, new * factor
+            lr_scheduler.base_lrs[i] = new
+        if 'weight_decay' in given and g['weight_decay'] != args.weight_decay:
+            changes.append(f"--weight_decay {args.weight_decay:g} replaces {g['weight_decay']:g} (group {i})")
+            g['weight_decay'] = args.weight_decay
+    if 'lr_drop' in given and lr_scheduler.step_size != args.lr_drop:
+        changes.append(f"--lr_drop {args.lr_drop} replaces the checkpoint's {lr_scheduler.step_size}")
+        lr_scheduler.step_size = args.lr_drop
+    return changes
+
+def write_log(records:list, # log records (dicts), one per epoch
+              path:str|Path, # the run's log.txt
+             ) -> None:
+    "Replace `path` atomically with one JSON line per record."
+    path = Path(path)
+    tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
+    tmp.write_text(''.join(json.dumps(r) + '\n' for r in records))
+    os.replace(tmp, path)
+
 # %% ../nbs/07_train.ipynb #24633005
 _log = logging.getLogger(__name__)
 
@@ -612,6 +671,7 @@ def _main(args):
     else:
         dl_train, dl_val, sampler = make_loaders(ds_train, ds_val, args.batch_size, args.seed, args.num_workers)
 
+    last_good, history = 'no checkpoint has been written yet', []   # where the last good weights are; the log so far
     if args.resume:
         ckpt = load_training_checkpoint(args.resume)
         load_exactly(model, ckpt['model'], f" these flags build (--resume {args.resume}: use the flags of the run that wrote it)")
@@ -619,6 +679,11 @@ def _main(args):
             optimizer.load_state_dict(ckpt['optimizer'])
             lr_scheduler.load_state_dict(ckpt['lr_scheduler'])
             args.start_epoch = ckpt['epoch'] + 1
+            last_good = f"{args.resume} holds the weights after epoch {ckpt['epoch']}"
+            for change in apply_optimizer_flags(optimizer, lr_scheduler, args): _log.info(f"--resume: {change}")
+            history = ckpt.get('log', [])
+            if out is not None and main_proc and 'log' in ckpt:   # the log as the checkpoint knew it, even after a kill
+                write_log(history, out/'log.txt')
     if args.eval:
         record = {f'test_{k}': v for k, v in evaluate(model_ddp, criterion, postprocess, dl_val, device, args.amp).items()}
         _log.info(f"evaluation: AP {record['test_coco_eval_bbox'][0]:.3f}, AP50 {record['test_coco_eval_bbox'][1]:.3f}")
@@ -627,6 +692,7 @@ def _main(args):
     _log.info(f"training {n_parameters:,} parameters on {len(ds_train)} images ({args.dataset} at {root}), "
                 f"{num_classes} classes, {get_world_size()} process(es), device {device}")
     budget = args.time_budget * 60 if args.time_budget else None
+    probe = collate_fn([ds_val[i] for i in range(min(2, len(ds_val)))])[0].to(device)   # for the check before each save
     trained, records, record = 0., [], {}
     for epoch in range(args.start_epoch, args.epochs):
         seed_everything(epoch_seed(args.seed, epoch, get_rank()))
@@ -635,22 +701,25 @@ def _main(args):
         deadline = None if budget is None else start + budget - trained
         drop_time = None if budget is None or args.lr_drop_time is None else start + args.lr_drop_time * budget - trained
         train_stats = train_one_epoch(model_ddp, criterion, dl_train, optimizer, device, epoch,
-                                      args.clip_max_norm, args.amp, args.warmup_steps, deadline, drop_time)
+                                      args.clip_max_norm, args.amp, args.warmup_steps, deadline, drop_time, last_good)
         lr_scheduler.step()
         trained += time.time() - start
-        if out is not None and main_proc:
-            save_checkpoint({'model': model.state_dict(), 'optimizer': optimizer.state_dict(),
-                             'lr_scheduler': lr_scheduler.state_dict(), 'epoch': epoch, 'args': plain_args(args)},
-                            out/'checkpoint.pth')
         last = train_stats['time_up'] or epoch == args.epochs - 1
         test_stats = {}
         if last or (args.eval_every > 0 and (epoch + 1) % args.eval_every == 0):
-            test_stats = evaluate(model_ddp, criterion, postprocess, dl_val, device, args.amp)
+            try: test_stats = evaluate(model_ddp, criterion, postprocess, dl_val, device, args.amp)
+            except (FloatingPointError, ValueError) as e:   # e.g. 06's 'outputs contain NaN or Inf'
+                raise type(e)(f"evaluation after epoch {epoch}: {e}; these weights were not saved; {last_good}") from None
+        check_finite(model, probe, f"epoch {epoch} ({train_stats['steps']} steps)", last_good)   # before any save
         record = {**{f'train_{k}': v for k, v in train_stats.items()}, **{f'test_{k}': v for k, v in test_stats.items()},
                   'epoch': epoch, 'n_parameters': n_parameters, 'epoch_time': round(time.time() - start, 2),
                   'train_time': round(trained, 2)}
         records.append(record)
-        if out is not None and main_proc:
+        if out is not None and main_proc:   # the checkpoint carries the log, so that the two agree after any kill
+            save_checkpoint({'model': model.state_dict(), 'optimizer': optimizer.state_dict(),
+                             'lr_scheduler': lr_scheduler.state_dict(), 'epoch': epoch, 'args': plain_args(args),
+                             'log': history + records}, out/'checkpoint.pth')
+            last_good = f"{out/'checkpoint.pth'} holds the weights after epoch {epoch}"
             with open(out/'log.txt', 'a') as f: f.write(json.dumps(record) + '\n')
         ap = f", AP {test_stats['coco_eval_bbox'][0]:.3f}, AP50 {test_stats['coco_eval_bbox'][1]:.3f}" if test_stats else ''
         _log.info(f"epoch {epoch}: loss {train_stats['loss']:.4f}{ap} "
@@ -688,8 +757,14 @@ def cli(argv:list|None=None, # command-line words; None reads sys.argv
     rank0 = os.environ.get('RANK', '0') == '0'
     logging.basicConfig(level=logging.INFO if rank0 else logging.WARNING, format='%(message)s', stream=sys.stdout)
     try: record = main(args)
-    except (FloatingPointError, FileNotFoundError, ValueError) as e:
-        print(f"detr_train: error: {e}", file=sys.stderr)
+    except KeyboardInterrupt:
+        if args.debug: raise
+        print("detr_train: interrupted (the last checkpoint.pth, if any, is complete: resume with --resume)", file=sys.stderr)
+        sys.exit(130)
+    except Exception as e:   # one readable line; --debug shows the traceback
+        if args.debug: raise
+        known = isinstance(e, (FloatingPointError, FileNotFoundError, ValueError, OSError))
+        print(f"detr_train: error: {e if known else f'{type(e).__name__}: {e}'} (--debug shows the traceback)", file=sys.stderr)
         sys.exit(1)
     if rank0 and 'test_coco_eval_bbox' in record:
         print(format_coco_stats(record['test_coco_eval_bbox']))
