@@ -12,14 +12,14 @@ figure of a notebook that has one is laid out and visible; code is highlighted; 
 A screenshot of the top of each notebook page and of its first figure goes to _site_shots/ (not committed).
 The site is served on 127.0.0.1 only; Chromium is Debian's (/usr/bin/chromium), driven through Playwright.
 """
-import argparse, functools, html, http.server, json, re, shutil, sys, tempfile, threading, time
+import argparse, functools, html, http.server, json, os, re, shutil, sys, tempfile, threading, time
 from pathlib import Path
 from urllib.parse import urlsplit, unquote
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from build_site import ROOT, OUT, NBS, book_notebooks, book_pages, page_of, directives, is_hidden, strip_directives, MD_IMG, HTML_IMG
 
-CHROMIUM = '/usr/bin/chromium'
+CHROMIUM = os.environ.get('CHROMIUM', '/usr/bin/chromium')   # Debian's; another build can be named by the CHROMIUM variable
 CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
                  '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-dev-shm-usage']
 SHOTS = ROOT/'_site_shots'
