@@ -234,7 +234,9 @@ def self_test() -> bool:
     with tempfile.TemporaryDirectory() as tmp:
         site = Path(tmp)/'site'
         shutil.copytree(OUT, site)
-        fig = re.search(r'<img[^>]*src="(_images/[^"]+)"', (site/'index.html').read_text()).group(1)
+        m = re.search(r'<img[^>]*src="(_images/[^"]+)"', (site/'index.html').read_text())
+        if not m: raise SystemExit('self-test: index.html shows no figure to break (the site changed shape?)')
+        fig = m.group(1)
         (site/fig).unlink()   # index's figure (the architecture; 05 shows it too, and is not checked here)
         _edit(site/f'{fig_page}.html', '</head>', '<style>article.bd-article img{visibility:hidden}</style></head>')
         _edit(site/'00_data.html', 'mathjax/tex-svg-full.js', 'mathjax/missing.js')
