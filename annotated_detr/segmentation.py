@@ -20,7 +20,8 @@ from .matcher_loss import SetCriterion, HungarianMatcher, PostProcess, fp32
 __all__ = ['COCO_PANOPTIC_IS_THING', 'PANOPTIC_CHECKPOINTS', 'MHAttentionMap', 'MaskHeadSmallConv', 'DETRsegm', 'dice_loss',
            'mask_focal_loss', 'SegmentationCriterion', 'build_segmentation_criterion', 'PostProcessSegm', 'id2rgb',
            'rgb2id', 'PostProcessPanoptic', 'load_segmentation_checkpoint', 'detr_resnet50_panoptic',
-           'detr_resnet50_dc5_panoptic', 'detr_resnet101_panoptic']
+           'detr_resnet50_dc5_panoptic', 'detr_resnet101_panoptic', 'freeze_detector', 'segmentation_from_detector',
+           'train_mask_head', 'masks_to_coco_results', 'coco_evaluate_masks', 'evaluate_masks']
 
 # %% ../nbs/appendix/segmentation.ipynb #fae432f0
 class MHAttentionMap(nn.Module):
@@ -352,3 +353,112 @@ def detr_resnet50_dc5_panoptic(pretrained:bool=False, num_classes:int=250, progr
 def detr_resnet101_panoptic(pretrained:bool=False, num_classes:int=250, progress:bool=True) -> DETRsegm:
     "DETR-R101 with the mask head (COCO panoptic); `pretrained` loads the released weights."
     return _released_panoptic('detr_resnet101_panoptic', pretrained, num_classes, progress)
+
+# %% ../nbs/appendix/segmentation.ipynb #6969d357
+def freeze_detector(model:DETRsegm, # a segmentation model
+                   ) -> DETRsegm:
+    "In place: no gradient for the detector (`model.detr`), so only the mask head trains; returns `model`."
+    for p in model.detr.parameters(): p.requires_grad_(False)
+    return model
+
+def segmentation_from_detector(path_or_url:str|Path, # a DETR detection checkpoint: path, file:// or http(s):// URL
+                               progress:bool=True, # progress bar when downloading
+                               **kwargs, # `build_detr` arguments the weights do not determine (nheads, dilation)
+                              ) -> DETRsegm:
+    "The segmentation model around a trained detector: the checkpoint's DETR loaded strictly and frozen, a fresh mask head."
+    import argparse
+    from annotated_detr.transformer import config_from_state_dict
+    sd, ckpt = read_checkpoint(path_or_url, progress)
+    if 'detr.class_embed.weight' in sd:
+        raise ValueError(f"{Path(str(path_or_url)).name} already holds a segmentation model: use load_segmentation_checkpoint")
+    cfg = config_from_state_dict(sd)
+    args = ckpt.get('args')
+    args = vars(args) if isinstance(args, argparse.Namespace) else args if isinstance(args, dict) else {}
+    cfg.update({k: args[k] for k in ('nheads', 'dilation') if k in args})
+    cfg.update(kwargs)
+    model = build_detr(**cfg, masks=True)
+    load_exactly(model.detr, sd, ' (the detector inside the segmentation model)')
+    return freeze_detector(model)
+
+# %% ../nbs/appendix/segmentation.ipynb #bc80d116
+def _targets_to(targets:list, device) -> list:
+    return [{k: v.to(device) if isinstance(v, Tensor) else v for k, v in t.items()} for t in targets]
+
+def train_mask_head(model:DETRsegm, # segmentation model with a frozen detector (`freeze_detector`)
+                    criterion:SegmentationCriterion, # its 'masks' losses and their weights are used
+                    data_loader, # yields (NestedTensor, targets with 'masks')
+                    optimizer:torch.optim.Optimizer, # over the mask head's parameters
+                    device:str|torch.device='cpu',
+                    max_steps:int|None=None, # stop after this many steps (None: one pass over the loader)
+                    deadline:float|None=None, # stop once time.time() passes this
+                   ) -> list:
+    "Train the mask head for one pass (or `max_steps`, or until `deadline`); the loss of every step."
+    import time
+    if any(p.requires_grad for p in model.detr.parameters()):
+        raise ValueError("the detector is not frozen: call freeze_detector(model) first (the two-stage recipe of §4.4)")
+    if not criterion.masks: raise ValueError("the criterion computes no mask losses: build it with 'masks' in losses")
+    model.train(); model.detr.eval()                 # the frozen detector keeps dropout off and its batch-norm statistics
+    history = []
+    for samples, targets in data_loader:
+        out = model(samples.to(device))
+        losses = criterion(out, _targets_to(targets, device))
+        loss = sum(losses[k] * criterion.weight_dict.get(k, 1) for k in ('loss_mask', 'loss_dice'))
+        if not torch.isfinite(loss): raise FloatingPointError(f"mask loss is {loss.item()} at step {len(history)}")
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        history.append(loss.item())
+        if (max_steps is not None and len(history) >= max_steps) or (deadline is not None and time.time() > deadline): break
+    return history
+
+# %% ../nbs/appendix/segmentation.ipynb #403cc167
+def masks_to_coco_results(predictions:dict, # image id -> {'scores' [n], 'labels' [n], 'masks' [n, 1, h, w] uint8}
+                         ) -> list:
+    "COCO's result format for masks: `image_id`, `category_id`, `score` and an RLE `segmentation` per prediction."
+    from pycocotools import mask as coco_mask
+    results = []
+    for image_id, p in predictions.items():
+        masks = torch.as_tensor(p['masks']).to(torch.uint8)
+        for m, score, label in zip(masks, torch.as_tensor(p['scores']).tolist(), torch.as_tensor(p['labels']).tolist()):
+            rle = coco_mask.encode(np.asfortranarray(m.reshape(m.shape[-2:]).numpy()))
+            rle['counts'] = rle['counts'].decode('ascii')          # JSON-friendly, as in COCO result files
+            results.append({'image_id': int(image_id), 'category_id': int(label), 'segmentation': rle, 'score': float(score)})
+    return results
+
+def coco_evaluate_masks(coco_gt, # pycocotools COCO of the split, with segmentations
+                        results:list, # `masks_to_coco_results` output
+                        img_ids:list|None=None, # evaluate only these images (default: all)
+                       ) -> np.ndarray:
+    "The twelve COCO statistics (AP, AP50, ...) of mask `results`, with COCOeval's 'segm' IoU."
+    import contextlib
+    from pycocotools.cocoeval import COCOeval
+    if len(results) == 0:
+        warnings.warn("no masks to evaluate: every COCO statistic is set to 0")
+        return np.zeros(12)
+    with contextlib.redirect_stdout(io.StringIO()):
+        ev = COCOeval(coco_gt, coco_gt.loadRes(results), iouType='segm')
+        if img_ids is not None: ev.params.imgIds = sorted(int(i) for i in img_ids)
+        ev.evaluate(); ev.accumulate(); ev.summarize()
+    return ev.stats.copy()
+
+@torch.no_grad()
+def evaluate_masks(model:DETRsegm, # the segmentation model
+                   data_loader, # validation loader over a CocoDetection (targets need 'orig_size', 'size', 'image_id')
+                   device:str|torch.device='cpu',
+                   threshold:float=0.5, # mask threshold of `PostProcessSegm`
+                  ) -> dict:
+    "COCO statistics of boxes ('coco_eval_bbox') and masks ('coco_eval_masks'), 12 numbers each, and the predictions."
+    from annotated_detr.train import to_coco_results, coco_evaluate, coco_of
+    model.eval()
+    post, post_segm, predictions = PostProcess(), PostProcessSegm(threshold), {}
+    for samples, targets in data_loader:
+        out = model(samples.to(device))
+        orig = torch.stack([t['orig_size'] for t in targets]).to(device)   # (B, 2) original (h, w)
+        size = torch.stack([t['size'] for t in targets]).to(device)        # (B, 2) (h, w) at the model's input
+        results = post_segm(post(out, orig), out, orig, size)
+        for t, r in zip(targets, results): predictions[int(t['image_id'])] = {k: v.cpu() for k, v in r.items()}
+    coco, ids = coco_of(data_loader.dataset), sorted(predictions)
+    box_results = to_coco_results({i: {k: p[k] for k in ('scores', 'labels', 'boxes')} for i, p in predictions.items()})
+    return {'coco_eval_bbox': [float(s) for s in coco_evaluate(coco, box_results, ids)],
+            'coco_eval_masks': [float(s) for s in coco_evaluate_masks(coco, masks_to_coco_results(predictions), ids)],
+            'predictions': predictions}
