@@ -21,7 +21,7 @@ __all__ = ['COCO_PANOPTIC_IS_THING', 'PANOPTIC_CHECKPOINTS', 'MHAttentionMap', '
            'mask_focal_loss', 'SegmentationCriterion', 'build_segmentation_criterion', 'PostProcessSegm', 'id2rgb',
            'rgb2id', 'PostProcessPanoptic', 'load_segmentation_checkpoint', 'detr_resnet50_panoptic',
            'detr_resnet50_dc5_panoptic', 'detr_resnet101_panoptic', 'freeze_detector', 'segmentation_from_detector',
-           'train_mask_head', 'masks_to_coco_results', 'coco_evaluate_masks', 'evaluate_masks']
+           'train_mask_head', 'masks_to_coco_results', 'coco_evaluate_masks', 'evaluate_masks', 'draw_masks']
 
 # %% ../nbs/appendix/segmentation.ipynb #fae432f0
 class MHAttentionMap(nn.Module):
@@ -462,3 +462,48 @@ def evaluate_masks(model:DETRsegm, # the segmentation model
     return {'coco_eval_bbox': [float(s) for s in coco_evaluate(coco, box_results, ids)],
             'coco_eval_masks': [float(s) for s in coco_evaluate_masks(coco, masks_to_coco_results(predictions), ids)],
             'predictions': predictions}
+
+# %% ../nbs/appendix/segmentation.ipynb #1000d368
+def draw_masks(model:DETRsegm, # the segmentation model
+               dataset, # a CocoDetection with return_masks and the evaluation transform
+               path:str|Path|None=None, # save the figure here (dpi 80)
+               n:int=4, # the first n images of the split
+               threshold:float=0.7, # draw detections scoring above this
+              ):
+    "Figure: per image its predicted masks (top) and the best detection's attention maps, heads summed (bottom)."
+    from matplotlib.figure import Figure
+    from annotated_detr.transformer import to_picture
+    from annotated_detr.nested_tensor import collate_fn
+    items = [dataset[i] for i in range(min(n, len(dataset)))]
+    samples, targets = collate_fn(items)
+    device = next(model.parameters()).device
+    kept = {}
+    hook = model.bbox_attention.register_forward_hook(lambda mod, args, out: kept.update(maps=out.detach()))
+    model.eval()
+    try:
+        with torch.no_grad(): out = model(samples.to(device))
+    finally: hook.remove()
+    sizes = torch.stack([t['size'] for t in targets]).to(device)
+    results = PostProcessSegm(0.5)(PostProcess()(out, sizes), out, sizes, sizes)
+    H0, W0 = samples.tensors.shape[-2:]
+    colors = torch.tensor([[230, 25, 75], [60, 180, 75], [0, 130, 200], [245, 130, 48], [145, 30, 180], [70, 240, 240]]) / 255
+    fig = Figure(figsize=(2.6 * len(items), 5.2))
+    axs = np.array(fig.subplots(2, len(items), squeeze=False))
+    for j, ((img, t), r) in enumerate(zip(items, results)):
+        h, w = t['size'].tolist()
+        picture = to_picture(img[:, :h, :w]).clone()                           # (h, w, 3) in [0, 1]
+        keep = (r['scores'] > threshold).nonzero()[:, 0].tolist()
+        for k in keep:
+            m = r['masks'][k, 0].bool()
+            picture[m] = 0.45 * picture[m] + 0.55 * colors[int(r['labels'][k]) % len(colors)]
+        axs[0, j].imshow(picture.numpy())
+        axs[0, j].set_title(f"{len(keep)} masks above {threshold}", fontsize=8)
+        best = int(r['scores'].argmax())
+        axs[1, j].imshow(to_picture(img[:, :h, :w]).numpy())
+        axs[1, j].imshow(kept['maps'][j, best].sum(0).cpu().numpy(), extent=(0, W0, H0, 0), alpha=0.6, cmap='viridis')
+        axs[1, j].set_xlim(0, w); axs[1, j].set_ylim(h, 0)
+        axs[1, j].set_title(f"attention of query {best}", fontsize=8)
+    for a in axs.flat: a.axis('off')
+    fig.tight_layout()
+    if path is not None: fig.savefig(path, dpi=80)
+    return fig
