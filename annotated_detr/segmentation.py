@@ -21,7 +21,8 @@ __all__ = ['COCO_PANOPTIC_IS_THING', 'PANOPTIC_CHECKPOINTS', 'MHAttentionMap', '
            'mask_focal_loss', 'SegmentationCriterion', 'build_segmentation_criterion', 'PostProcessSegm', 'id2rgb',
            'rgb2id', 'PostProcessPanoptic', 'load_segmentation_checkpoint', 'detr_resnet50_panoptic',
            'detr_resnet50_dc5_panoptic', 'detr_resnet101_panoptic', 'freeze_detector', 'segmentation_from_detector',
-           'train_mask_head', 'masks_to_coco_results', 'coco_evaluate_masks', 'evaluate_masks', 'draw_masks']
+           'train_mask_head', 'masks_to_coco_results', 'coco_evaluate_masks', 'evaluate_masks', 'draw_masks', 'segment',
+           'draw_segments']
 
 # %% ../nbs/appendix/segmentation.ipynb #fae432f0
 class MHAttentionMap(nn.Module):
@@ -507,3 +508,57 @@ def draw_masks(model:DETRsegm, # the segmentation model
     fig.tight_layout()
     if path is not None: fig.savefig(path, dpi=80)
     return fig
+
+# %% ../nbs/appendix/segmentation.ipynb #fd8728de
+@torch.no_grad()
+def segment(model:DETRsegm, # a segmentation model
+            images, # a path, PIL image or [3, H, W] tensor in [0, 1], or a list of them
+            threshold:float=0.7, # keep detections scoring above this
+            mask_threshold:float=0.5, # a pixel is in the mask where sigmoid(logit) > this
+            class_names:list|None=None, # name per label; None: the label number
+            transform=None, # callable(image, target) -> (tensor, target); None: make_coco_transforms('val')
+           ) -> list:
+    "Per image a list of {'box', 'label', 'name', 'score', 'mask' [h, w] bool}, best first."
+    from annotated_detr.data import make_coco_transforms, coco_to_target
+    from annotated_detr.matcher_loss import _to_pil
+    if not 0 <= threshold <= 1: raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+    if not isinstance(images, (list, tuple)): images = [images]
+    pil_images = [_to_pil(im) for im in images]
+    transform = make_coco_transforms('val') if transform is None else transform
+    device, was_training = next(model.parameters()).device, model.training
+    model.eval()
+    results = []
+    try:
+        for img in pil_images:
+            x, _ = transform(img, coco_to_target([], 0, img.size))             # (3, h, w) normalized
+            out = model([x.to(device)])
+            orig = torch.tensor([[img.height, img.width]], device=device)
+            r = PostProcessSegm(mask_threshold)(PostProcess()(out, orig), out, orig, torch.tensor([list(x.shape[-2:])], device=device))[0]
+            keep = (r['scores'] > threshold).nonzero()[:, 0]
+            keep = keep[r['scores'][keep].argsort(descending=True)].tolist()
+            name = lambda l: class_names[l] if class_names is not None and l < len(class_names) else str(l)
+            results.append([{'box': r['boxes'][k].tolist(), 'label': int(r['labels'][k]), 'name': name(int(r['labels'][k])),
+                             'score': float(r['scores'][k]), 'mask': r['masks'][k, 0].bool()} for k in keep])
+    finally: model.train(was_training)
+    return results
+
+def draw_segments(image, # a path, PIL image or [3, H, W] tensor in [0, 1]
+                  detections:list, # one image's list from `segment`
+                  path=None, # where to save the drawing, or None
+                 ):
+    "A copy of `image` with each detection's mask filled in its class's colour and its name written (a PIL image)."
+    from PIL import ImageDraw
+    from annotated_detr.matcher_loss import _to_pil
+    img = _to_pil(image)
+    pixels = torch.from_numpy(np.array(img)).float()                           # (h, w, 3)
+    palette = torch.tensor([[230, 25, 75], [60, 180, 75], [0, 130, 200], [245, 130, 48], [145, 30, 180], [70, 240, 240]]).float()
+    for d in detections:
+        if tuple(d['mask'].shape) != tuple(pixels.shape[:2]):
+            raise ValueError(f"a mask of shape {tuple(d['mask'].shape)} does not fit the {img.height}x{img.width} image")
+        m = d['mask'].cpu()
+        pixels[m] = 0.45 * pixels[m] + 0.55 * palette[d['label'] % len(palette)]
+    out = Image.fromarray(pixels.round().clamp(0, 255).to(torch.uint8).numpy())
+    draw = ImageDraw.Draw(out)
+    for d in detections: draw.text((d['box'][0] + 2, d['box'][1] + 2), f"{d['name']} {d['score']:.2f}", fill=(255, 255, 255))
+    if path is not None: out.save(path)
+    return out
