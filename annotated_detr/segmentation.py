@@ -141,7 +141,7 @@ class DETRsegm(nn.Module):
         out['pred_masks'] = masks.view(*maps.shape[:2], *masks.shape[-2:])        # (B, N, H_1, W_1)
         return out
 
-# %% ../nbs/appendix/segmentation.ipynb #34e7ccc8
+# %% ../nbs/appendix/segmentation.ipynb #888101ea
 def dice_loss(logits:Tensor, # [M, P] mask logits of M matched predictions over P pixels
               targets:Tensor, # [M, P] binary target masks (float)
               num_boxes:float, # number of target objects in the batch, the normalizer
@@ -159,7 +159,7 @@ def mask_focal_loss(logits:Tensor, # [M, P] mask logits
     "Sigmoid focal loss (torchvision), averaged over each mask's pixels, summed over masks, divided by `num_boxes`."
     return sigmoid_focal_loss(logits, targets, alpha=alpha, gamma=gamma, reduction='none').mean(1).sum() / num_boxes
 
-# %% ../nbs/appendix/segmentation.ipynb #9588e82c
+# %% ../nbs/appendix/segmentation.ipynb #873aa052
 class SegmentationCriterion(SetCriterion):
     "DETR's set loss plus the focal and DICE mask losses on the matched pairs (paper §4.4)."
     def __init__(self,
@@ -208,7 +208,7 @@ def build_segmentation_criterion(num_classes:int=91, # K
     weight_dict.update(loss_mask=mask_loss_coef, loss_dice=dice_loss_coef)
     return SegmentationCriterion(num_classes, HungarianMatcher(), weight_dict, eos_coef)
 
-# %% ../nbs/appendix/segmentation.ipynb #71b94b0d
+# %% ../nbs/appendix/segmentation.ipynb #1d7291e9
 class PostProcessSegm(nn.Module):
     "Adds binary `masks` [N, 1, h, w] (uint8, at the original image size) to 06's `PostProcess` results."
     def __init__(self, threshold:float=0.5, # a pixel belongs to the mask where sigmoid(logit) > threshold
@@ -236,7 +236,7 @@ class PostProcessSegm(nn.Module):
             r['masks'] = F.interpolate(m[:, None, :h, :w].float(), size=tuple(size), mode='nearest').byte()  # (N, 1, h0, w0)
         return results
 
-# %% ../nbs/appendix/segmentation.ipynb #a6e82726
+# %% ../nbs/appendix/segmentation.ipynb #305e84b0
 COCO_PANOPTIC_IS_THING = {i: i <= 90 for i in range(201)}  # the original's map: COCO thing ids go to 90, stuff ids above
 
 def id2rgb(ids:np.ndarray, # [h, w] integer segment ids
@@ -251,7 +251,7 @@ def rgb2id(rgb:np.ndarray, # [h, w, 3] colours
     rgb = np.asarray(rgb).astype(np.int64)
     return rgb[..., 0] + 256 * rgb[..., 1] + 256 ** 2 * rgb[..., 2]
 
-# %% ../nbs/appendix/segmentation.ipynb #124f4081
+# %% ../nbs/appendix/segmentation.ipynb #ce3bba0f
 class PostProcessPanoptic(nn.Module):
     "Panoptic segmentation from DETR's outputs (§4.4): each pixel to the highest mask logit; PNG + segments_info per image."
     def __init__(self,
@@ -310,7 +310,7 @@ class PostProcessPanoptic(nn.Module):
                 preds.append({'png_string': buf.getvalue(), 'segments_info': info})
         return preds
 
-# %% ../nbs/appendix/segmentation.ipynb #d1a35042
+# %% ../nbs/appendix/segmentation.ipynb #7a35b4ae
 PANOPTIC_CHECKPOINTS = {  # constructor name -> (file at DETR_URL, build_detr arguments)
     'detr_resnet50_panoptic': ('detr-r50-panoptic-00ce5173.pth', dict(backbone='resnet50', dilation=False)),
     'detr_resnet50_dc5_panoptic': ('detr-r50-dc5-panoptic-da08f1b1.pth', dict(backbone='resnet50', dilation=True)),
@@ -355,7 +355,7 @@ def detr_resnet101_panoptic(pretrained:bool=False, num_classes:int=250, progress
     "DETR-R101 with the mask head (COCO panoptic); `pretrained` loads the released weights."
     return _released_panoptic('detr_resnet101_panoptic', pretrained, num_classes, progress)
 
-# %% ../nbs/appendix/segmentation.ipynb #307405e4
+# %% ../nbs/appendix/segmentation.ipynb #58fc8746
 def freeze_detector(model:DETRsegm, # a segmentation model
                    ) -> DETRsegm:
     "In place: no gradient for the detector (`model.detr`), so only the mask head trains; returns `model`."
@@ -381,7 +381,7 @@ def segmentation_from_detector(path_or_url:str|Path, # a DETR detection checkpoi
     load_exactly(model.detr, sd, ' (the detector inside the segmentation model)')
     return freeze_detector(model)
 
-# %% ../nbs/appendix/segmentation.ipynb #d7cce392
+# %% ../nbs/appendix/segmentation.ipynb #0e9bfd22
 def _targets_to(targets:list, device) -> list:
     return [{k: v.to(device) if isinstance(v, Tensor) else v for k, v in t.items()} for t in targets]
 
@@ -412,7 +412,7 @@ def train_mask_head(model:DETRsegm, # segmentation model with a frozen detector 
         if (max_steps is not None and len(history) >= max_steps) or (deadline is not None and time.time() > deadline): break
     return history
 
-# %% ../nbs/appendix/segmentation.ipynb #b87a57dd
+# %% ../nbs/appendix/segmentation.ipynb #42215f96
 def masks_to_coco_results(predictions:dict, # image id -> {'scores' [n], 'labels' [n], 'masks' [n, 1, h, w] uint8}
                          ) -> list:
     "COCO's result format for masks: `image_id`, `category_id`, `score` and an RLE `segmentation` per prediction."
@@ -464,7 +464,7 @@ def evaluate_masks(model:DETRsegm, # the segmentation model
             'coco_eval_masks': [float(s) for s in coco_evaluate_masks(coco, masks_to_coco_results(predictions), ids)],
             'predictions': predictions}
 
-# %% ../nbs/appendix/segmentation.ipynb #44f425a7
+# %% ../nbs/appendix/segmentation.ipynb #72f75149
 def draw_masks(model:DETRsegm, # the segmentation model
                dataset, # a CocoDetection with return_masks and the evaluation transform
                path:str|Path|None=None, # save the figure here (dpi 80)
@@ -509,7 +509,7 @@ def draw_masks(model:DETRsegm, # the segmentation model
     if path is not None: fig.savefig(path, dpi=80)
     return fig
 
-# %% ../nbs/appendix/segmentation.ipynb #98a324ff
+# %% ../nbs/appendix/segmentation.ipynb #cb8cb703
 @torch.no_grad()
 def segment(model:DETRsegm, # a segmentation model
             images, # a path, PIL image or [3, H, W] tensor in [0, 1], or a list of them
