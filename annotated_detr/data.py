@@ -30,11 +30,20 @@ def polygons_to_masks(segmentations:list, # per object: a list of polygons [x0, 
                       h:int, # image height
                       w:int, # image width
                      ) -> Tensor:
-    "Rasterize COCO segmentations with pycocotools into a uint8 tensor [n, h, w]."
+    "Rasterize COCO segmentations (polygons, or RLE with list or compressed counts) with pycocotools into a uint8 tensor [n, h, w]."
     masks = torch.zeros((len(segmentations), h, w), dtype=torch.uint8)    # (n, h, w)
     for i, segm in enumerate(segmentations):
-        rle = coco_mask.frPyObjects(segm, h, w)      # one run-length encoding per polygon (or one for an RLE)
-        if isinstance(rle, list): rle = coco_mask.merge(rle)   # union of an object's polygons
+        if isinstance(segm, dict):                   # a run-length encoding (COCO uses them for crowd regions)
+            if list(segm.get('size', [])) != [h, w] or 'counts' not in segm:
+                raise ValueError(f"object {i}: an RLE mask needs 'counts' and 'size' = [h, w] = {[h, w]}, got size {segm.get('size')}")
+            counts = segm['counts']
+            rle = (coco_mask.frPyObjects(segm, h, w) if isinstance(counts, list)                 # uncompressed counts
+                   else {'size': [h, w], 'counts': counts.encode() if isinstance(counts, str) else counts})  # compressed
+        else:
+            if not isinstance(segm, (list, tuple)) or not segm or any(len(p) < 6 or len(p) % 2 for p in segm):
+                raise ValueError(f"object {i}: a segmentation must be an RLE dict or a non-empty list of polygons "
+                                 f"[x0, y0, x1, y1, ...] of at least 3 points, got {str(segm)[:60]}")
+            rle = coco_mask.merge(coco_mask.frPyObjects(segm, h, w))   # union of the object's polygons, clipped to the image
         masks[i] = torch.from_numpy(coco_mask.decode(rle))
     return masks
 
@@ -61,6 +70,9 @@ def coco_to_target(anns:list, # the image's COCO annotations (dicts with bbox, c
         'size': torch.tensor([h, w], dtype=torch.int64),
     }
     if return_masks:
+        missing = [a.get('id', j) for j, a in enumerate(anns) if not a.get('segmentation')]
+        if missing: raise ValueError(f"image {image_id}: masks were asked for (return_masks=True) but annotation(s) "
+                                     f"{missing[:5]} have no 'segmentation'")
         target['masks'] = polygons_to_masks([a['segmentation'] for a in anns], h, w)[keep]
     return target
 

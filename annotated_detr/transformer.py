@@ -17,9 +17,9 @@ from .data import IMAGENET_MEAN, IMAGENET_STD
 # %% auto #0
 __all__ = ['DETR_URL', 'CHECKPOINTS', 'RESNET_DEPTH', 'MultiheadAttention', 'keep_attention_weights', 'with_pos',
            'TransformerEncoderLayer', 'TransformerDecoderLayer', 'clones', 'TransformerEncoder', 'TransformerDecoder',
-           'Transformer', 'MLP', 'to_nested', 'DETR', 'build_detr', 'hash_prefix', 'cached_download',
-           'config_from_state_dict', 'read_checkpoint', 'load_exactly', 'load_checkpoint', 'detr_resnet50',
-           'detr_resnet50_dc5', 'detr_resnet101', 'detr_resnet101_dc5', 'decoder_cross_attention',
+           'Transformer', 'MLP', 'to_nested', 'DETR', 'build_detr', 'fill_by_weight_rule', 'hash_prefix',
+           'cached_download', 'config_from_state_dict', 'read_checkpoint', 'load_exactly', 'load_checkpoint',
+           'detr_resnet50', 'detr_resnet50_dc5', 'detr_resnet101', 'detr_resnet101_dc5', 'decoder_cross_attention',
            'encoder_self_attention', 'to_picture', 'plot_decoder_attention', 'plot_encoder_attention']
 
 # %% ../nbs/05_transformer.ipynb #751a953f
@@ -332,16 +332,34 @@ def build_detr(num_classes:int=91, # K; COCO's ids go up to 90, so the released 
                weights_backbone=None, # torchvision weights for the ResNet, or None
                backbone_norm:str='frozen', # 'frozen' (paper, checkpoints) or 'batch' (training from scratch, 02_backbone)
                last_stage:int=4, # 4: the paper's stride 32; 3: stop the ResNet after layer3, stride 16 (02_backbone)
+               masks:bool=False, # the original's `--masks`: DETR inside a `DETRsegm` with the mask head (appendix segmentation)
               ) -> DETR:
-    "Build a DETR model from the original training script's arguments."
+    "Build a DETR model (or, with `masks`, the segmentation model) from the original training script's arguments."
     if num_classes < 1: raise ValueError(f"num_classes must be at least 1, got {num_classes}")
     joiner = build_backbone(backbone=backbone, dilation=dilation, position_embedding=position_embedding,
-                            hidden_dim=hidden_dim, lr_backbone=lr_backbone, return_interm_layers=False,
+                            hidden_dim=hidden_dim, lr_backbone=lr_backbone, return_interm_layers=masks,
                             weights=weights_backbone, norm=backbone_norm, last_stage=last_stage)
     transformer = Transformer(d_model=hidden_dim, nhead=nheads, num_encoder_layers=enc_layers,
                               num_decoder_layers=dec_layers, dim_feedforward=dim_feedforward, dropout=dropout,
                               normalize_before=pre_norm, return_intermediate_dec=True)
-    return DETR(joiner, transformer, num_classes=num_classes, num_queries=num_queries, aux_loss=aux_loss)
+    model = DETR(joiner, transformer, num_classes=num_classes, num_queries=num_queries, aux_loss=aux_loss)
+    if not masks: return model
+    from annotated_detr.segmentation import DETRsegm   # imported here: segmentation builds on this module
+    return DETRsegm(model)
+
+# %% ../nbs/05_transformer.ipynb #be964488
+def fill_by_weight_rule(sd:dict) -> dict:
+    "Fill a state dict in place with the fixture's deterministic weights (they depend only on the keys)."
+    g = torch.Generator().manual_seed(0)
+    for key in sorted(sd):
+        t = sd[key]
+        if not t.is_floating_point(): continue
+        if key.endswith('running_var'): t.fill_(1.0)
+        elif key.endswith('running_mean'): t.zero_()
+        elif t.ndim == 1 and key.endswith('weight'): t.copy_(1 + 0.1 * torch.randn(t.shape, generator=g))
+        elif t.ndim == 1: t.copy_(0.1 * torch.randn(t.shape, generator=g))
+        else: t.copy_(torch.randn(t.shape, generator=g) / t[0].numel() ** 0.5)
+    return sd
 
 # %% ../nbs/05_transformer.ipynb #ad77eb31
 DETR_URL = 'https://dl.fbaipublicfiles.com/detr/'
