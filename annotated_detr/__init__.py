@@ -19,3 +19,7 @@ from .transformer import (DETR, Transformer, build_detr, load_checkpoint, detr_r
 from .matcher_loss import (HungarianMatcher, SetCriterion, PostProcess, build_criterion,
                                          detect, draw_detections, COCO_CLASSES)
 from .train import get_args_parser, train_one_epoch, evaluate, main as train_main
+from .segmentation import (DETRsegm, build_segmentation_criterion, PostProcessSegm, PostProcessPanoptic,
+                                         detr_resnet50_panoptic, detr_resnet50_dc5_panoptic, detr_resnet101_panoptic,
+                                         segment, draw_segments)
+
