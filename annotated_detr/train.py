@@ -26,8 +26,8 @@ __all__ = ['PRESETS', 'COCO_STAT_NAMES', 'DEFAULT_SHAPES_PATH', 'get_args_parser
            'make_loaders', 'build_training', 'param_groups', 'make_optimizer', 'cpu_has_native_bf16', 'amp_enabled',
            'train_one_epoch', 'to_coco_results', 'coco_evaluate', 'format_coco_stats', 'coco_of', 'evaluate',
            'plain_args', 'save_checkpoint', 'load_training_checkpoint', 'read_log', 'plot_history', 'draw_predictions',
-           'data_root', 'check_labels', 'default_num_classes', 'check_finite', 'apply_optimizer_flags', 'write_log',
-           'main', 'free_port', 'cli']
+           'data_root', 'check_labels', 'default_num_classes', 'dataset_report', 'format_report', 'check_finite',
+           'apply_optimizer_flags', 'write_log', 'main', 'free_port', 'cli']
 
 # %% ../nbs/07_train.ipynb #ed20b7b3
 PRESETS = {
@@ -570,6 +570,43 @@ def default_num_classes(dataset:Dataset, # the training split
     if not ids: raise ValueError(f"{getattr(dataset, 'ann_file', 'the annotation file')} lists no categories")
     return max(ids) + 1
 
+# %% ../nbs/07_train.ipynb #e3d99b49
+def dataset_report(dataset:Dataset, # a CocoDetection (or Subset of one)
+                   split:str, # 'train' or 'val', for the messages
+                  ) -> dict:
+    "Count a split's images and annotations, and the annotations that become no target, by reason; raise for what would change results."
+    d = coco_of(dataset).dataset
+    sizes = {im['id']: (im.get('width'), im.get('height')) for im in d.get('images', [])}
+    cats = {c['id'] for c in d.get('categories', [])}
+    r = dict(split=split, images=len(sizes), annotations=len(d.get('annotations', [])), used=0, crowd=0,
+             degenerate=0, outside_image=0, non_finite=0, unknown_image=0)
+    unknown_cats, nan_ids = set(), []
+    for a in d.get('annotations', []):
+        if a.get('image_id') not in sizes: r['unknown_image'] += 1; continue
+        if a.get('category_id') not in cats: unknown_cats.add(a.get('category_id'))
+        box = a.get('bbox')
+        if not (isinstance(box, (list, tuple)) and len(box) == 4 and all(isinstance(v, (int, float)) and math.isfinite(v) for v in box)):
+            r['non_finite'] += 1; nan_ids.append(a.get('id')); continue
+        if a.get('iscrowd', 0): r['crowd'] += 1; continue
+        x, y, w, h = box
+        W, H = sizes[a['image_id']]
+        if w <= 0 or h <= 0: r['degenerate'] += 1
+        elif W and H and (x >= W or y >= H or x + w <= 0 or y + h <= 0): r['outside_image'] += 1
+        else: r['used'] += 1
+    where = getattr(dataset, 'ann_file', f'the {split} annotation file')
+    if unknown_cats:
+        raise ValueError(f"{where}: category ids {sorted(unknown_cats, key=str)[:10]} are used by annotations but not listed "
+                         f"in 'categories' (listed: {sorted(cats)[:20]}); fix the file or add the categories")
+    if nan_ids and split == 'val':
+        raise ValueError(f"{where}: {len(nan_ids)} annotation(s) have a bbox that is not 4 finite numbers (ids {nan_ids[:5]}); "
+                         f"evaluation against them would be wrong: fix or remove them")
+    return r
+
+def format_report(r:dict) -> str:
+    "One line for the log: images, annotations used, and the ones dropped by reason."
+    dropped = ', '.join(f"{r[k]} {k.replace('_', ' ')}" for k in ('crowd', 'degenerate', 'outside_image', 'non_finite', 'unknown_image') if r[k])
+    return f"{r['split']}: {r['images']} images, {r['used']} of {r['annotations']} annotations used" + (f" (not used: {dropped})" if dropped else '')
+
 # %% ../nbs/07_train.ipynb #be707013
 def check_finite(model:nn.Module, # a DETR (not wrapped in DDP)
                  probe:NestedTensor|None, # a small validation batch on the model's device, or None
@@ -649,8 +686,11 @@ def _main(args):
     ds_train, ds_val = _build_data(args, root)
     if args.distributed and main_proc: dist.barrier()
     num_classes = args.num_classes or default_num_classes(ds_val if ds_train is None else ds_train)
-    for ds in (ds_train, ds_val):
-        if ds is not None: check_labels(ds, num_classes)
+    for ds, split in ((ds_train, 'train'), (ds_val, 'val')):
+        if ds is not None:
+            check_labels(ds, num_classes)
+            if main_proc: _log.info(format_report(dataset_report(ds, split)))
+            else: dataset_report(ds, split)                          # the same errors on every process
     if args.amp and not amp_enabled(device, True):
         _log.warning("--amp ignored: this CPU has no bf16 instructions (AVX512-BF16 or AMX), so bf16 would be "
                      "slower than float32; training in float32")
@@ -764,7 +804,9 @@ def cli(argv:list|None=None, # command-line words; None reads sys.argv
     except Exception as e:   # one readable line; --debug shows the traceback
         if args.debug: raise
         known = isinstance(e, (FloatingPointError, FileNotFoundError, ValueError, OSError))
-        print(f"detr_train: error: {e if known else f'{type(e).__name__}: {e}'} (--debug shows the traceback)", file=sys.stderr)
+        msg = str(e).strip()
+        if 'Original Traceback' in msg: msg = msg.splitlines()[-1]   # raised in a DataLoader worker: its last line
+        print(f"detr_train: error: {msg if known else f'{type(e).__name__}: {msg}'} (--debug shows the traceback)", file=sys.stderr)
         sys.exit(1)
     if rank0 and 'test_coco_eval_bbox' in record:
         print(format_coco_stats(record['test_coco_eval_bbox']))
