@@ -21,13 +21,14 @@ from .transformer import build_detr, load_checkpoint, load_exactly
 from .matcher_loss import build_criterion, PostProcess
 
 # %% auto #0
-__all__ = ['PRESETS', 'COCO_STAT_NAMES', 'DEFAULT_SHAPES_PATH', 'get_args_parser', 'parse_args', 'get_world_size', 'get_rank',
-           'is_main_process', 'init_distributed', 'reduce_mean', 'all_gather', 'seed_everything', 'epoch_seed',
-           'make_loaders', 'build_training', 'param_groups', 'make_optimizer', 'cpu_has_native_bf16', 'amp_enabled',
-           'train_one_epoch', 'to_coco_results', 'coco_evaluate', 'format_coco_stats', 'coco_of', 'evaluate',
-           'plain_args', 'save_checkpoint', 'load_training_checkpoint', 'read_log', 'plot_history', 'draw_predictions',
-           'data_root', 'check_labels', 'default_num_classes', 'dataset_report', 'format_report', 'check_finite',
-           'apply_optimizer_flags', 'write_log', 'main', 'free_port', 'cli']
+__all__ = ['PRESETS', 'COCO_STAT_NAMES', 'DEFAULT_SHAPES_PATH', 'OneLineParser', 'get_args_parser', 'parse_args',
+           'get_world_size', 'get_rank', 'is_main_process', 'init_distributed', 'reduce_mean', 'all_gather',
+           'seed_everything', 'epoch_seed', 'make_loaders', 'build_training', 'param_groups', 'make_optimizer',
+           'cpu_has_native_bf16', 'amp_enabled', 'train_one_epoch', 'to_coco_results', 'coco_evaluate',
+           'format_coco_stats', 'coco_of', 'evaluate', 'plain_args', 'save_checkpoint', 'load_training_checkpoint',
+           'read_log', 'plot_history', 'draw_predictions', 'data_root', 'check_labels', 'default_num_classes',
+           'dataset_report', 'format_report', 'check_finite', 'apply_optimizer_flags', 'write_log', 'validate_args',
+           'main', 'free_port', 'cli']
 
 # %% ../nbs/07_train.ipynb #ed20b7b3
 PRESETS = {
@@ -42,9 +43,14 @@ PRESETS = {
 }
 
 # %% ../nbs/07_train.ipynb #4db2a1f5
+class OneLineParser(argparse.ArgumentParser):
+    "An ArgumentParser whose errors are one line on stderr (no usage block), exit status 2."
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} ({self.prog} -h lists the flags)\n")
+
 def get_args_parser() -> argparse.ArgumentParser:
     "The flags of `detr_train`: the original script's names and defaults (the paper's recipe), then ours."
-    p = argparse.ArgumentParser('detr_train', description='Train and evaluate DETR (annotated_detr).')
+    p = OneLineParser('detr_train', description='Train and evaluate DETR (annotated_detr).')
     a = p.add_argument
     g = p.add_argument_group('optimization (paper §4 and appendix A.4)')
     g.add_argument('--lr', default=1e-4, type=float, help='learning rate of the transformer and heads')
@@ -659,6 +665,38 @@ def write_log(records:list, # log records (dicts), one per epoch
 # %% ../nbs/07_train.ipynb #24633005
 _log = logging.getLogger(__name__)
 
+def validate_args(args:argparse.Namespace, # flags from `parse_args`
+                 ) -> None:
+    "Raise ValueError (or FileNotFoundError) naming the flag, for values no run can use; cheap, so it runs first."
+    def need(ok, flag, what):
+        if not ok: raise ValueError(f"--{flag} {getattr(args, flag)!r}: {what}")
+    need(args.batch_size >= 1, 'batch_size', 'must be at least 1')
+    need(args.epochs >= 1 or args.eval, 'epochs', 'must be at least 1')
+    need(math.isfinite(args.lr) and args.lr >= 0, 'lr', 'must be a finite number >= 0')
+    need(math.isfinite(args.lr_backbone), 'lr_backbone', 'must be a finite number (<= 0 freezes the backbone)')
+    need(args.weight_decay >= 0, 'weight_decay', 'must be >= 0')
+    need(args.clip_max_norm >= 0, 'clip_max_norm', 'must be >= 0 (0 turns clipping off)')
+    need(args.num_queries >= 1, 'num_queries', 'must be at least 1')
+    need(args.hidden_dim % args.nheads == 0, 'hidden_dim', f'must be divisible by --nheads {args.nheads}')
+    need(args.dec_layers >= 1, 'dec_layers', 'must be at least 1')
+    need(0 <= args.dropout < 1, 'dropout', 'must be in [0, 1)')
+    need(0 < args.eos_coef <= 1, 'eos_coef', 'must be in (0, 1]')
+    need(args.num_workers >= 0, 'num_workers', 'must be >= 0')
+    need(args.eval_every >= 0, 'eval_every', 'must be >= 0')
+    need(args.warmup_steps >= 0, 'warmup_steps', 'must be >= 0')
+    need(args.time_budget is None or args.time_budget > 0, 'time_budget', 'must be > 0 minutes')
+    need(args.lr_drop_time is None or 0 < args.lr_drop_time <= 1, 'lr_drop_time', 'must be a fraction in (0, 1]')
+    need(args.num_classes is None or args.num_classes >= 1, 'num_classes', 'must be at least 1')
+    need(not args.scales or min(args.scales) >= 16, 'scales', 'sizes must be at least 16 pixels')
+    need(args.max_size is None or args.max_size >= 16, 'max_size', 'must be at least 16 pixels')
+    try: device = torch.device(args.device)
+    except RuntimeError: raise ValueError(f"--device {args.device!r}: not a device PyTorch knows (e.g. cpu, cuda, cuda:1)") from None
+    need(device.type != 'cuda' or torch.cuda.is_available(), 'device', 'no CUDA device is available here')
+    for flag in ('resume', 'pretrained'):
+        v = getattr(args, flag)
+        if v and '://' not in str(v) and not Path(v).expanduser().is_file():
+            raise FileNotFoundError(f"--{flag} {v}: no such file")
+
 def _build_data(args, root):
     "The training and validation datasets (the training one is None with --eval)."
     kw = dict(dataset=args.dataset, max_size=args.max_size)
@@ -671,6 +709,7 @@ def _build_data(args, root):
 def main(args:argparse.Namespace, # flags from `parse_args`
         ) -> dict:
     "Train (or with --eval only evaluate) DETR as `args` describes; return the last log record."
+    validate_args(args)                                        # before any data, model or process group
     started = init_distributed(args)
     try: return _main(args)
     finally:
