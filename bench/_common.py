@@ -160,9 +160,10 @@ def vm_hwm_kb() -> int:
     return peak_rss_kb()
 
 
-def with_levers_off(model, name: str = 'resnet50'):
+def with_levers_off(model, name: str = 'resnet50', fuse_bn: bool = False, channels_last: bool = False):
     """A copy of our DETR whose backbone is built with the library's levers off (`Backbone(fuse_bn=False,
     channels_last=False)`: a FrozenBatchNorm2d pass after each convolution, NCHW), same weights and trainable flags.
+    `fuse_bn`/`channels_last` turn one lever back on (e.g. fused BN in NCHW, to time channels_last alone).
     `build_detr` does not take these flags, so the backbone (`model.backbone[0]`) is rebuilt and swapped in."""
     import copy
     from annotated_detr.backbone import Backbone
@@ -171,7 +172,7 @@ def with_levers_off(model, name: str = 'resnet50'):
     body = old.body
     dil = body.layer4[0].conv2.dilation != (1, 1) if hasattr(body.layer4[0], 'conv3') else False
     new = Backbone(name, train_backbone=True, return_interm_layers=len(body.return_layers) > 1, dilation=dil,
-                   weights=None, fuse_bn=False, channels_last=False)
+                   weights=None, fuse_bn=fuse_bn, channels_last=channels_last)
     new.load_state_dict(old.state_dict())
     grads = {n: p.requires_grad for n, p in old.named_parameters()}
     for n, p in new.named_parameters(): p.requires_grad_(grads[n])

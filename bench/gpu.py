@@ -1,14 +1,15 @@
 """GPU training throughput: DETR-R50, batch 8 at COCO sizes, images/second.
 
 Variants of ours (same weights): the library as shipped (frozen batch norms applied through the conv weights,
-channels_last backbone) and its baseline with those levers off (`Backbone(fuse_bn=False, channels_last=False)`),
-each in fp32 and under bf16 autocast; add `--with-hf` for transformers' DETR in fp32 and bf16 as a
-reference. One step = forward, matching, loss, backward, clip 0.1, AdamW. Checked in eval mode against the
+channels_last backbone), the same without channels_last (NCHW), and the baseline with both levers off
+(`Backbone(fuse_bn=False, channels_last=False)`), each in fp32 and under bf16 autocast; add `--with-hf` for
+transformers' DETR in fp32 and bf16, each in NCHW and channels_last, as a reference. One step = forward, matching, loss, backward, clip 0.1, AdamW. Checked in eval mode against the
 baseline fp32 path (ours fp32: max |diff| <= 1e-4; bf16: reported, not expected to meet 1e-4). On a machine without CUDA it says so and
 exits 0.
 
     python bench/gpu.py            # full run
     python bench/gpu.py --quick    # smoke run
+    python bench/gpu.py --with-hf --json gpu.json   # also transformers; figures also written as JSON
 """
 from __future__ import annotations
 import argparse, contextlib, copy, sys, time
@@ -38,6 +39,7 @@ def main():
     p.add_argument('--with-hf', action='store_true', help="also time transformers' DETR (fp32, bf16)")
     p.add_argument('--tf32', action='store_true', help='allow TF32 in fp32 matmuls/convs (off by default)')
     p.add_argument('--cpu-dry-run', action='store_true', help='exercise the code on CPU at a tiny size (no timing value)')
+    p.add_argument('--json', default=None, help='also write the figures to this JSON file')
     a = p.parse_args()
     if not torch.cuda.is_available() and not a.cpu_dry_run:
         print("bench/gpu.py: no CUDA device available; skipping (run it on a machine with an NVIDIA GPU).")
@@ -55,6 +57,7 @@ def main():
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     shapes = (SHAPES * 2)[:a.batch] if not a.cpu_dry_run else [(3, 160, 224), (3, 192, 160)][:a.batch]
     ours, base, theirs = C.same_weights_pair(aux_loss=True, train=True, with_baseline=True)
+    nchw = C.with_levers_off(ours, fuse_bn=True, channels_last=False)   # ours without channels_last alone
     for n, q in theirs.named_parameters():
         if 'backbone' in n and any(f'stages.{i}.' in n for i in (1, 2, 3)): q.requires_grad_(True)
     samples = nested_tensor_from_tensor_list(C.random_images(shapes)).to(dev)
@@ -62,9 +65,12 @@ def main():
     print(f"device: {torch.cuda.get_device_name() if cuda else 'CPU (dry run)'}, torch {torch.__version__}, TF32 {'on' if a.tf32 else 'off'}")
     print(f"batch {a.batch} padded to {list(samples.tensors.shape)}")
 
-    def make(model, bf16, impl='ours'):
+    def make(model, bf16, impl='ours', cl=False):
         model = copy.deepcopy(model).to(dev).train()
         x = samples.tensors
+        if cl:   # transformers' model with its convolutions and the input in NHWC
+            from _levers import channels_last
+            model, x = channels_last(model), x.contiguous(memory_format=torch.channels_last)
         mask = samples.mask
         opt = torch.optim.AdamW(param_groups(model, 'backbone'), lr=LR, weight_decay=WD, fused=True)
         ctx = (lambda: torch.autocast(dev.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
@@ -88,10 +94,15 @@ def main():
         step.model, step.x = model, x
         return step
 
-    variants = {'ours fp32': (ours, False, 'ours'), 'ours baseline fp32': (base, False, 'ours'),
-                'ours bf16': (ours, True, 'ours'), 'ours baseline bf16': (base, True, 'ours')}
+    variants = {'ours fp32': (ours, False, 'ours', False), 'ours NCHW fp32': (nchw, False, 'ours', False),
+                'ours baseline fp32': (base, False, 'ours', False),
+                'ours bf16': (ours, True, 'ours', False), 'ours NCHW bf16': (nchw, True, 'ours', False),
+                'ours baseline bf16': (base, True, 'ours', False)}
     if a.with_hf:
-        variants.update({'transformers fp32': (theirs, False, 'theirs'), 'transformers bf16': (theirs, True, 'theirs')})
+        variants.update({'transformers fp32': (theirs, False, 'theirs', False),
+                         'transformers channels_last fp32': (theirs, False, 'theirs', True),
+                         'transformers bf16': (theirs, True, 'theirs', False),
+                         'transformers channels_last bf16': (theirs, True, 'theirs', True)})
     # correctness of the fast paths (eval mode, no dropout)
     from annotated_detr.nested_tensor import NestedTensor
     ref_model = copy.deepcopy(base).to(dev).eval()
@@ -105,9 +116,9 @@ def main():
     print(f"check: ours fp32 vs baseline fp32 max |box diff| {d_fast:.1e} ({'OK' if d_fast <= 1e-4 else 'FAIL'}); "
           f"ours bf16 vs baseline fp32 max |box diff| {d_bf:.1e} (expected ~1e-2)")
     del ref_model, fast_model
-    results = {}
-    for name, (m, bf16, impl) in variants.items():
-        step = make(m, bf16, impl)
+    results, rows = {}, []
+    for name, (m, bf16, impl, cl) in variants.items():
+        step = make(m, bf16, impl, cl)
         for _ in range(a.warmup): step()
         sync()
         if cuda: torch.cuda.reset_peak_memory_stats()
@@ -116,12 +127,21 @@ def main():
         sync()
         dt = (time.perf_counter() - t0) / a.steps
         results[name] = a.batch / dt
-        print(f"  {name:>28s}: {results[name]:7.2f} images/s  ({dt * 1000:.0f} ms/step, loss {loss.item():.3f}, "
-              f"peak {torch.cuda.max_memory_allocated() / 2**30 if cuda else float('nan'):.1f} GiB)")
+        peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else float('nan')
+        rows.append({'variant': name, 'images_per_s': round(results[name], 2), 'ms_per_step': round(dt * 1000, 1),
+                     'loss': round(loss.item(), 4), 'peak_gib': round(peak, 2)})
+        print(f"  {name:>32s}: {results[name]:7.2f} images/s  ({dt * 1000:.0f} ms/step, loss {loss.item():.3f}, "
+              f"peak {peak:.1f} GiB)")
         del step
         if cuda: torch.cuda.empty_cache()
     base = results['ours fp32']
     for k, v in results.items(): print(f"  speed-up {k} vs ours fp32: {v / base:.2f}x")
+    if a.json:
+        import json
+        Path(a.json).write_text(json.dumps({
+            'device': torch.cuda.get_device_name() if cuda else 'cpu (dry run)', 'torch': torch.__version__,
+            'batch': a.batch, 'padded': list(samples.tensors.shape), 'steps': a.steps, 'tf32': a.tf32,
+            'check_fp32_max_box_diff': d_fast, 'check_bf16_max_box_diff': d_bf, 'variants': rows}, indent=1))
     return 0
 
 
