@@ -30,6 +30,7 @@ lic = licenses.get(cfg['license'].lower(), (cfg['license'], None))
 dev_requirements = shlex.split(cfg.get('dev_requirements') or '')
 bench_requirements = shlex.split(cfg.get('bench_requirements') or '')
 docs_requirements = shlex.split(cfg.get('docs_requirements') or '')
+export_requirements = shlex.split(cfg.get('export_requirements') or '')
 
 package_data = dict()
 pkg_data = cfg.get('package_data', None)
@@ -48,7 +49,8 @@ setuptools.setup(
     packages = setuptools.find_packages(include=[cfg['lib_path'], cfg['lib_path'] + '.*']),
     include_package_data = True,
     install_requires = requirements,
-    extras_require = {'dev': dev_requirements, 'bench': bench_requirements, 'docs': docs_requirements},
+    extras_require = {'dev': dev_requirements, 'bench': bench_requirements, 'docs': docs_requirements,
+                      'export': export_requirements},
     dependency_links = cfg.get('dep_links','').split(),
     python_requires  = '>=' + cfg['min_python'],
     long_description = open('README.md', encoding='utf-8').read(),

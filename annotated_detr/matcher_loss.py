@@ -313,7 +313,7 @@ def _to_pil(image):
         return to_pil_image(image.detach().cpu()).convert('RGB')
     raise TypeError(f"an image must be a path, a PIL image or a [3, H, W] tensor, got {type(image).__name__}")
 
-def detect(model:nn.Module, # a DETR model: images -> {'pred_logits', 'pred_boxes'}
+def detect(model:nn.Module, # a DETR model: images -> {'pred_logits', 'pred_boxes'}; or an ONNX Runtime session of one
            images, # a path, PIL image or [3, H, W] tensor in [0, 1], or a list of them
            threshold:float=0.7, # keep detections whose score is above this
            class_names:list|None=None, # name per label; None: COCO names for 91 classes, else the label number
@@ -325,7 +325,10 @@ def detect(model:nn.Module, # a DETR model: images -> {'pred_logits', 'pred_boxe
     if not isinstance(images, (list, tuple)): images = [images]
     pil_images = [_to_pil(im) for im in images]
     transform = make_coco_transforms('val') if transform is None else transform
-    device = next(model.parameters()).device
+    if not isinstance(model, nn.Module):   # an onnxruntime.InferenceSession of a `detr_export` file (appendix export)
+        from annotated_detr.export import OnnxDETR
+        model = OnnxDETR(model)
+    device = next(model.parameters(), torch.empty(0)).device          # an OnnxDETR has no parameters: CPU
     postprocess, was_training = PostProcess(), model.training
     results = []
     model.eval()
