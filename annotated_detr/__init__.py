@@ -22,4 +22,5 @@ from .train import get_args_parser, train_one_epoch, evaluate, main as train_mai
 from .segmentation import (DETRsegm, build_segmentation_criterion, PostProcessSegm, PostProcessPanoptic,
                                          detr_resnet50_panoptic, detr_resnet50_dc5_panoptic, detr_resnet101_panoptic,
                                          segment, draw_segments)
+from .export import export_program, export_onnx, onnx_session, OnnxDETR
 
