@@ -378,9 +378,10 @@ def draw_detections(image, # a path, PIL image or [3, H, W] tensor in [0, 1]
 def detect_cli(argv:list|None=None, # command-line arguments; None: sys.argv[1:]
               ):
     "The `detr_detect` command: detect objects in images and write them with boxes and names drawn."
-    import argparse
+    import argparse, sys
     from pathlib import Path
     ap = argparse.ArgumentParser('detr_detect', description='Detect objects with DETR and draw them on the images.')
+    ap.error = lambda message: ap.exit(2, f"detr_detect: error: {message} (detr_detect -h lists the flags)\n")
     ap.add_argument('images', nargs='+', help='image files')
     ap.add_argument('--checkpoint', default=None, help='checkpoint path or URL (default: released DETR R50)')
     ap.add_argument('--threshold', type=float, default=0.7, help='score threshold (default 0.7)')
@@ -390,7 +391,19 @@ def detect_cli(argv:list|None=None, # command-line arguments; None: sys.argv[1:]
     ap.add_argument('--size', type=int, default=800, help='resize the shorter side to this (default 800, as in evaluation)')
     ap.add_argument('--max_size', type=int, default=1333, help='cap on the longer side (default 1333)')
     ap.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    ap.add_argument('--debug', action='store_true', help='show the full traceback of an error instead of one line')
     args = ap.parse_args(argv)
+    # everything that can be checked without the model, before it loads
+    if not 0 <= args.threshold <= 1: raise ValueError(f"--threshold {args.threshold}: must be in [0, 1]")
+    if args.size < 16 or args.max_size < args.size: raise ValueError(f"--size {args.size} --max_size {args.max_size}: need 16 <= size <= max_size")
+    if args.checkpoint and '://' not in args.checkpoint and not Path(args.checkpoint).is_file():
+        raise FileNotFoundError(f"checkpoint not found: {args.checkpoint}" + (' (a folder)' if Path(args.checkpoint).is_dir() else ''))
+    failed = {}                                         # image -> why it was skipped
+    for image in args.images:
+        p = Path(image)
+        if not p.is_file(): failed[image] = 'a folder, not an image file' if p.is_dir() else 'no such file'
+        elif p.stat().st_size == 0: failed[image] = 'an empty file'
+    if len(failed) == len(args.images): raise ValueError(f"no image to read: {'; '.join(f'{k}: {v}' for k, v in failed.items())}")
     from annotated_detr.data import make_coco_transforms
     from annotated_detr import transformer as T
     if args.checkpoint is None:
@@ -403,17 +416,31 @@ def detect_cli(argv:list|None=None, # command-line arguments; None: sys.argv[1:]
         model = T.load_checkpoint(args.checkpoint, num_classes=args.num_classes, **kw)
     model = model.to(args.device)
     tfm = make_coco_transforms('val', scales=[args.size], max_size=args.max_size)
-    results = detect(model, list(args.images), threshold=args.threshold, transform=tfm)
-    for image, dets in zip(args.images, results):
+    results = []
+    for image in args.images:                           # one at a time: a bad file costs only itself
+        if image in failed: results.append(None); continue
+        try: dets = detect(model, image, threshold=args.threshold, transform=tfm)[0]
+        except (OSError, ValueError, SyntaxError) as e:   # unreadable or truncated image files
+            failed[image] = f"cannot read it ({type(e).__name__}: {str(e).splitlines()[0][:100]})"; results.append(None); continue
         src = Path(image)
         if args.out is None: out = src.with_name(src.stem + '_detr.png')
         elif len(args.images) == 1: out = Path(args.out)
         else: Path(args.out).mkdir(parents=True, exist_ok=True); out = Path(args.out) / (src.stem + '_detr.png')
         draw_detections(image, dets, out)
+        results.append(dets)
         print(f"{image}: {len(dets)} detections -> {out}")
         for d in dets: print(f"  {d['name']:>16s} {d['score']:.3f} [{', '.join(f'{v:.1f}' for v in d['box'])}]")
+    if failed:
+        print(f"detr_detect: skipped {len(failed)} of {len(args.images)} image(s): "
+              + '; '.join(f'{k}: {v}' for k, v in failed.items()), file=sys.stderr)
     return results
 
 def detect_main() -> None:
-    "Entry point of the `detr_detect` script: `detect_cli` on the command line, returning nothing."
-    detect_cli()   # a console script passes what its function returns to sys.exit: a list would mean failure
+    "Entry point of the `detr_detect` script: errors as one line (`--debug`: traceback); exit 1 if an image was skipped."
+    import sys
+    try: results = detect_cli()   # a console script passes what its function returns to sys.exit: return nothing
+    except Exception as e:
+        if '--debug' in sys.argv[1:]: raise
+        print(f"detr_detect: error: {str(e).strip()} (--debug shows the traceback)", file=sys.stderr)
+        sys.exit(1)
+    if any(r is None for r in results): sys.exit(1)   # the good images were written; the bad ones were named

@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_transformer.ipynb #5f7b5380
 from __future__ import annotations
-import argparse, copy, hashlib, math, re, urllib.parse, warnings
+import argparse, contextlib, copy, hashlib, math, re, urllib.parse, warnings
 from pathlib import Path
 from contextlib import contextmanager
 import torch
@@ -422,10 +422,14 @@ def read_checkpoint(path_or_url:str|Path, # local path, file:// or http(s):// UR
     s = str(path_or_url)
     path = cached_download(s, progress) if re.match(r'^(https?|file)://', s) else Path(s)
     if not path.exists(): raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.is_dir(): raise IsADirectoryError(f"checkpoint {path} is a folder, not a file")
     allowed = [argparse.Namespace]  # the original training checkpoints pickle their arguments
-    if hasattr(torch.serialization, 'safe_globals'):
-        with torch.serialization.safe_globals(allowed): ckpt = torch.load(path, map_location='cpu', weights_only=True)
-    else: ckpt = torch.load(path, map_location='cpu', weights_only=True)
+    safe = torch.serialization.safe_globals(allowed) if hasattr(torch.serialization, 'safe_globals') else contextlib.nullcontext()
+    try:
+        with safe: ckpt = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:   # truncated, not a checkpoint, or a pickle that asks to run code (refused, never run)
+        raise ValueError(f"cannot read checkpoint {path}: it is truncated, not a PyTorch checkpoint, or holds objects "
+                         f"other than tensors and plain values ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
     if isinstance(ckpt, dict) and isinstance(ckpt.get('model'), dict): sd = ckpt['model']
     elif isinstance(ckpt, dict) and ckpt and all(isinstance(v, Tensor) for v in ckpt.values()): sd, ckpt = ckpt, {}
     else: raise ValueError(f"{path.name} is not a DETR checkpoint: expected {{'model': state_dict, ...}} or a state dict")
