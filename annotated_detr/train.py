@@ -23,12 +23,12 @@ from .matcher_loss import build_criterion, PostProcess
 # %% auto #0
 __all__ = ['PRESETS', 'COCO_STAT_NAMES', 'DEFAULT_SHAPES_PATH', 'OneLineParser', 'get_args_parser', 'parse_args',
            'get_world_size', 'get_rank', 'is_main_process', 'init_distributed', 'reduce_mean', 'all_gather',
-           'seed_everything', 'epoch_seed', 'make_loaders', 'build_training', 'param_groups', 'make_optimizer',
-           'cpu_has_native_bf16', 'amp_enabled', 'train_one_epoch', 'to_coco_results', 'coco_evaluate',
-           'format_coco_stats', 'coco_of', 'evaluate', 'plain_args', 'save_checkpoint', 'load_training_checkpoint',
-           'read_log', 'plot_history', 'draw_predictions', 'data_root', 'check_labels', 'default_num_classes',
-           'dataset_report', 'format_report', 'check_finite', 'apply_optimizer_flags', 'write_log', 'validate_args',
-           'main', 'free_port', 'cli']
+           'seed_everything', 'epoch_seed', 'make_loaders', 'SkipUnreadable', 'Targets', 'collate_skipping',
+           'build_training', 'param_groups', 'make_optimizer', 'cpu_has_native_bf16', 'amp_enabled', 'train_one_epoch',
+           'to_coco_results', 'coco_evaluate', 'format_coco_stats', 'coco_of', 'evaluate', 'plain_args',
+           'save_checkpoint', 'load_training_checkpoint', 'read_log', 'plot_history', 'draw_predictions', 'data_root',
+           'check_labels', 'default_num_classes', 'dataset_report', 'format_report', 'check_finite',
+           'apply_optimizer_flags', 'write_log', 'validate_args', 'main', 'free_port', 'cli']
 
 # %% ../nbs/07_train.ipynb #ed20b7b3
 PRESETS = {
@@ -112,6 +112,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument('--time_budget', default=None, type=float, help='stop training after this many minutes')
     g.add_argument('--lr_drop_time', default=None, type=float, help='with --time_budget: divide the learning rate by 10 after this fraction of it')
     g.add_argument('--eval_every', default=1, type=int, help='evaluate every this many epochs (and after the last)')
+    g.add_argument('--skip_bad_images', action='store_true',
+                   help='leave unreadable training images out and name them at the end of the epoch (default: stop)')
     g.add_argument('--debug', action='store_true', help='show the full traceback of an error instead of one line')
     return p
 
@@ -195,6 +197,7 @@ def make_loaders(ds_train:Dataset, # training split, items (image [3, H, W], tar
                  batch_size:int, # images per process and step
                  seed:int=42, # shuffling seed (the sampler adds the epoch)
                  num_workers:int=0, # data-loading worker processes
+                 train_collate=collate_fn, # how training items become a batch (`collate_skipping` with `SkipUnreadable`)
                 ) -> tuple:
     "Training and validation `DataLoader`s over this process's share of each split, and the training sampler."
     world, rank = get_world_size(), get_rank()
@@ -204,10 +207,32 @@ def make_loaders(ds_train:Dataset, # training split, items (image [3, H, W], tar
                          f"x {world} process(es): no complete batch")
     s_val = DistributedSampler(ds_val, num_replicas=world, rank=rank, shuffle=False)
     dl_train = DataLoader(ds_train, batch_sampler=BatchSampler(s_train, batch_size, drop_last=True),
-                          collate_fn=collate_fn, num_workers=num_workers)
+                          collate_fn=train_collate, num_workers=num_workers)
     dl_val = DataLoader(ds_val, batch_size=batch_size, sampler=s_val, collate_fn=collate_fn,
                         num_workers=num_workers)
     return dl_train, dl_val, s_train
+
+# %% ../nbs/07_train.ipynb #28332cfd
+class SkipUnreadable(Dataset):
+    "Wrap a dataset so that an item whose image cannot be read is `(None, message)` instead of an error."
+    def __init__(self, dataset:Dataset): self.dataset = dataset
+    def __len__(self): return len(self.dataset)
+    def __getitem__(self, i):
+        try: return self.dataset[i]
+        except (OSError, SyntaxError) as e: return None, str(e).splitlines()[0]
+    def __getattr__(self, name): return getattr(self.__dict__['dataset'], name)   # .coco, .ann_file, ... of the wrapped one
+
+class Targets(list):
+    "A batch's list of targets, which also carries the messages of the images left out (`skipped`)."
+    skipped: list = []
+
+def collate_skipping(batch:list, # (image, target) pairs, or (None, message) from `SkipUnreadable`
+                    ) -> tuple:
+    "`collate_fn` over the readable items; the others' messages in `targets.skipped` (samples None if none is left)."
+    good = [b for b in batch if b[0] is not None]
+    samples, targets = collate_fn(good) if good else (None, [])
+    targets = Targets(targets); targets.skipped = [b[1] for b in batch if b[0] is None]
+    return samples, targets
 
 # %% ../nbs/07_train.ipynb #7ef74f74
 def build_training(args:argparse.Namespace, # flags from `parse_args`
@@ -302,9 +327,11 @@ def train_one_epoch(model:nn.Module, # DETR, possibly wrapped in DistributedData
     model.train(); criterion.train()
     weights = criterion.weight_dict
     base_lrs = [g['lr'] for g in optimizer.param_groups]
-    sums, steps, time_up = defaultdict(float), 0, False
+    sums, steps, time_up, skipped = defaultdict(float), 0, False, []
     bar = _progress(data_loader, f'epoch {epoch}')
     for step, (samples, targets) in enumerate(bar):
+        skipped += getattr(targets, 'skipped', [])                  # unreadable images left out (--skip_bad_images)
+        if samples is None: continue                                  # none of the batch could be read
         t = epoch * len(data_loader) + step                          # step of the whole run
         if drop_time is not None and not optimizer.param_groups[0].get('time_dropped') and _all_past(drop_time, device):
             base_lrs = [lr / 10 for lr in base_lrs]
@@ -339,6 +366,7 @@ def train_one_epoch(model:nn.Module, # DETR, possibly wrapped in DistributedData
     for g, lr in zip(optimizer.param_groups, base_lrs): g['lr'] = lr
     stats = {k: v / max(steps, 1) for k, v in sums.items()}
     stats.update(lr=base_lrs[0], steps=steps, time_up=time_up)
+    if skipped: stats['skipped_images'] = skipped
     return stats
 
 # %% ../nbs/07_train.ipynb #3e15e7ee
@@ -748,7 +776,9 @@ def _main(args):
     if args.eval:
         dl_val = make_loaders(ds_val, ds_val, 1, args.seed, args.num_workers)[1]
     else:
-        dl_train, dl_val, sampler = make_loaders(ds_train, ds_val, args.batch_size, args.seed, args.num_workers)
+        if getattr(args, 'skip_bad_images', False): ds_train = SkipUnreadable(ds_train)
+        dl_train, dl_val, sampler = make_loaders(ds_train, ds_val, args.batch_size, args.seed, args.num_workers,
+                                                 collate_skipping if getattr(args, 'skip_bad_images', False) else collate_fn)
 
     last_good, history = 'no checkpoint has been written yet', []   # where the last good weights are; the log so far
     if args.resume:
@@ -800,6 +830,10 @@ def _main(args):
                              'log': history + records}, out/'checkpoint.pth')
             last_good = f"{out/'checkpoint.pth'} holds the weights after epoch {epoch}"
             with open(out/'log.txt', 'a') as f: f.write(json.dumps(record) + '\n')
+        if train_stats.get('skipped_images'):
+            names = train_stats['skipped_images']
+            _log.warning(f"epoch {epoch}: skipped {len(names)} unreadable training image(s): {'; '.join(names[:5])}"
+                         + (f" and {len(names) - 5} more (all in log.txt)" if len(names) > 5 else ''))
         ap = f", AP {test_stats['coco_eval_bbox'][0]:.3f}, AP50 {test_stats['coco_eval_bbox'][1]:.3f}" if test_stats else ''
         _log.info(f"epoch {epoch}: loss {train_stats['loss']:.4f}{ap} "
                     f"({train_stats['steps']} steps, {record['epoch_time']:.0f} s)")
