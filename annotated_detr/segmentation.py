@@ -146,7 +146,7 @@ def dice_loss(logits:Tensor, # [M, P] mask logits of M matched predictions over 
               targets:Tensor, # [M, P] binary target masks (float)
               num_boxes:float, # number of target objects in the batch, the normalizer
              ) -> Tensor:
-    "DICE loss, 1 - (2|p∩t| + 1) / (|p| + |t| + 1), summed over masks and divided by `num_boxes`."
+    "DICE loss, `1 - (2|p∩t| + 1) / (|p| + |t| + 1)`, summed over masks and divided by `num_boxes`."
     p, t = logits.sigmoid().flatten(1), targets.flatten(1)
     return (1 - (2 * (p * t).sum(1) + 1) / (p.sum(1) + t.sum(1) + 1)).sum() / num_boxes
 
