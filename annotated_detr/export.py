@@ -203,15 +203,9 @@ def export_cli(argv:list|None=None, # command-line arguments; None: sys.argv[1:]
     out = _check_writable(args.out)
     if args.program is not None: _check_writable(args.program)
     _need('onnx', 'onnxscript', *(['onnxruntime'] if args.check else []))
-    from annotated_detr import transformer as T
-    if args.checkpoint is None:
-        released = {'resnet50': T.detr_resnet50, 'resnet101': T.detr_resnet101}
-        if (args.backbone or 'resnet50') not in released:
-            ap.error(f"released weights exist for {sorted(released)}; pass --checkpoint for {args.backbone}")
-        model = released[args.backbone or 'resnet50'](pretrained=True, num_classes=args.num_classes or 91)
-    else:
-        kw = {} if args.backbone is None else {'backbone': args.backbone}
-        model = T.load_checkpoint(args.checkpoint, num_classes=args.num_classes, **kw)
+    from annotated_detr.matcher_loss import model_from_flags
+    try: model = model_from_flags(args.checkpoint, args.backbone, args.num_classes)
+    except ValueError as e: ap.error(str(e))
     model.eval()
     program = export_program(model, fold_bn=args.fold_bn)
     if args.program is not None:

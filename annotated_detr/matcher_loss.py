@@ -13,7 +13,7 @@ import torchvision.ops as ops
 # %% auto #0
 __all__ = ['COCO_CLASSES', 'box_cxcywh_to_xyxy', 'box_xyxy_to_cxcywh', 'box_area', 'box_iou', 'generalized_box_iou', 'fp32',
            'HungarianMatcher', 'SetCriterion', 'build_criterion', 'PostProcess', 'detect', 'draw_detections',
-           'detect_cli', 'detect_main']
+           'model_from_flags', 'detect_cli', 'detect_main']
 
 # %% ../nbs/06_matcher_loss.ipynb #6ee36a06
 def box_cxcywh_to_xyxy(boxes:Tensor, # [..., 4] boxes as (cx, cy, w, h)
@@ -375,6 +375,19 @@ def draw_detections(image, # a path, PIL image or [3, H, W] tensor in [0, 1]
     return img
 
 # %% ../nbs/06_matcher_loss.ipynb #960f38fc
+def model_from_flags(checkpoint:str|None=None, # checkpoint path or URL; None: the released weights
+                     backbone:str|None=None, # ResNet name (default: the checkpoint's, or resnet50)
+                     num_classes:int|None=None, # K (default: the checkpoint's, or COCO's 91)
+                    ) -> nn.Module:
+    "The model the commands' `--checkpoint/--backbone/--num_classes` flags describe (what `detr_detect` and `detr_export` load)."
+    from annotated_detr import transformer as T
+    if checkpoint is None:
+        released = {'resnet50': T.detr_resnet50, 'resnet101': T.detr_resnet101}
+        if (backbone or 'resnet50') not in released:
+            raise ValueError(f"released weights exist for {sorted(released)}; pass --checkpoint for {backbone}")
+        return released[backbone or 'resnet50'](pretrained=True, num_classes=num_classes or 91)
+    return T.load_checkpoint(checkpoint, num_classes=num_classes, **({} if backbone is None else {'backbone': backbone}))
+
 def detect_cli(argv:list|None=None, # command-line arguments; None: sys.argv[1:]
               ):
     "The `detr_detect` command: detect objects in images and write them with boxes and names drawn."
@@ -405,15 +418,7 @@ def detect_cli(argv:list|None=None, # command-line arguments; None: sys.argv[1:]
         elif p.stat().st_size == 0: failed[image] = 'an empty file'
     if len(failed) == len(args.images): raise ValueError(f"no image to read: {'; '.join(f'{k}: {v}' for k, v in failed.items())}")
     from annotated_detr.data import make_coco_transforms
-    from annotated_detr import transformer as T
-    if args.checkpoint is None:
-        released = {'resnet50': T.detr_resnet50, 'resnet101': T.detr_resnet101}
-        if (args.backbone or 'resnet50') not in released:
-            ap.error(f"released weights exist for {sorted(released)}; pass --checkpoint for {args.backbone}")
-        model = released[args.backbone or 'resnet50'](pretrained=True, num_classes=args.num_classes or 91)
-    else:
-        kw = {} if args.backbone is None else {'backbone': args.backbone}
-        model = T.load_checkpoint(args.checkpoint, num_classes=args.num_classes, **kw)
+    model = model_from_flags(args.checkpoint, args.backbone, args.num_classes)
     model = model.to(args.device)
     tfm = make_coco_transforms('val', scales=[args.size], max_size=args.max_size)
     results = []
