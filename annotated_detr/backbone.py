@@ -73,7 +73,12 @@ def resnet_state_dict(name:str, # a key of `RESNETS`
                      ) -> dict:
     "ImageNet weights for `name`: from a local file, else from torchvision's weights enum (downloads once)."
     if Path(weights).is_file(): return torch.load(weights, map_location='cpu', weights_only=True)
-    return resnet_weights(name, str(weights)).get_state_dict(progress=True)
+    w = resnet_weights(name, str(weights))
+    try: return w.get_state_dict(progress=True)
+    except OSError as e:   # no network (urllib's URLError is an OSError): say which file to fetch, and where to put it
+        raise FileNotFoundError(f"cannot download the ImageNet weights {w.url} ({e}); fetch that file into "
+                                f"{Path(torch.hub.get_dir()) / 'checkpoints'} (or pass its path), or start from "
+                                f"random weights (detr_train --weights_backbone none)") from None
 
 # %% ../nbs/02_backbone.ipynb #54314cf0
 class Backbone(nn.Module):

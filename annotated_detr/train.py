@@ -17,7 +17,7 @@ from torchvision.ops import box_convert
 from tqdm import tqdm
 from .nested_tensor import NestedTensor, collate_fn
 from .data import build_dataset, make_shapes_dataset, CocoDetection
-from .transformer import build_detr, load_checkpoint, load_exactly
+from .transformer import build_detr, load_checkpoint, load_exactly, cached_download
 from .matcher_loss import build_criterion, PostProcess
 
 # %% auto #0
@@ -93,13 +93,16 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument('--dist_url', default='env://', help='how processes find each other')
     g = p.add_argument_group('annotated_detr additions')
     g.add_argument('--preset', default=None, choices=sorted(PRESETS), help='a named set of defaults, e.g. quickstart')
-    g.add_argument('--dataset', default='shapes', choices=('shapes', 'coco'), help='generated shapes or COCO')
+    g.add_argument('--dataset', '--dataset_file', dest='dataset', default=None, choices=('shapes', 'coco'),
+                   help="generated shapes or COCO (--dataset_file is the original's name); default: coco with --coco_path, else shapes")
     g.add_argument('--num_classes', default=None, type=int, help='K; default: largest category id + 1')
     g.add_argument('--scales', default=None, type=int, nargs='+', help='training sizes of the shorter side')
     g.add_argument('--max_size', default=None, type=int, help='cap on the longer side')
     g.add_argument('--val_size', default=None, type=int, help='evaluation size of the shorter side')
     g.add_argument('--no_augment', dest='augment', action='store_false', help='train with the evaluation transform')
-    g.add_argument('--weights_backbone', default=None, help='ImageNet weights for the backbone, e.g. IMAGENET1K_V1')
+    g.add_argument('--weights_backbone', default=None,
+                   help="ImageNet weights for the backbone (a torchvision name or a file); default: IMAGENET1K_V1 for COCO, "
+                        "none for the shapes; 'none' starts from random weights")
     g.add_argument('--backbone_norm', default='frozen', choices=('frozen', 'batch'),
                    help="'frozen': the paper's frozen batch norm; 'batch': trainable, every stage trains (from scratch)")
     g.add_argument('--last_stage', default=4, type=int, choices=(3, 4),
@@ -129,6 +132,11 @@ def parse_args(argv:list|None=None, # command-line words; None reads sys.argv
     typed = get_args_parser()                       # the same flags with no defaults: only what was typed is set
     for action in typed._actions: action.default = argparse.SUPPRESS
     args.given_flags = sorted(vars(typed.parse_args(argv)))
+    # the original script's meaning: --coco_path alone means COCO, and a COCO run starts from ImageNet weights
+    # (unless a whole DETR is loaded with --pretrained, whose backbone replaces them anyway)
+    if args.dataset is None: args.dataset = 'coco' if args.coco_path else 'shapes'
+    if args.weights_backbone is None and args.dataset == 'coco' and not args.pretrained: args.weights_backbone = 'IMAGENET1K_V1'
+    if str(args.weights_backbone).lower() == 'none': args.weights_backbone = None
     return args
 
 # %% ../nbs/07_train.ipynb #f11ed01c
@@ -486,10 +494,13 @@ def save_checkpoint(obj:dict, # what to save
 
 def load_training_checkpoint(path:str|Path, # a checkpoint.pth written by `detr_train` or the original script
                             ) -> dict:
-    "Read a checkpoint with weights_only=True; a missing, corrupt or incomplete file gives a clear error."
+    "Read a checkpoint (path, file:// or http(s):// URL) with weights_only=True; a missing, corrupt or incomplete file gives a clear error."
+    if '://' in str(path): path = cached_download(str(path))         # as `load_checkpoint` does (05_transformer)
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"--resume: no checkpoint file at {path}")
-    try: ckpt = torch.load(path, map_location='cpu', weights_only=True)
+    try:   # the original main.py pickles its flags as an argparse.Namespace: allowed, like plain values
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            ckpt = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:
         raise ValueError(f"--resume: cannot read {path}: the file is corrupt or not a PyTorch checkpoint "
                            f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None

@@ -122,7 +122,7 @@ def main():
         # augmentation at COCO sizes); the backbone is random (no network for the ImageNet weights), so its batch
         # norm trains: a frozen one is the identity, and the first run on the H200 diverged at step 7 that way
         flags = ['--dataset', 'coco', '--coco_path', data, '--batch_size', '4', '--amp', '--num_workers', '8',
-                 '--device', dev, '--backbone_norm', 'batch']
+                 '--device', dev, '--backbone_norm', 'batch', '--weights_backbone', 'none']
         if dry: flags += ['--backbone', 'resnet18', '--hidden_dim', '64', '--nheads', '2', '--enc_layers', '1',
                           '--dec_layers', '1', '--dim_feedforward', '128', '--num_queries', '8', '--scales', '64',
                           '--max_size', '96', '--num_workers', '2']
