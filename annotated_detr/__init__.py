@@ -10,7 +10,8 @@ __all__ = []
 from .data import (CocoDetection, build_dataset, make_coco_transforms, make_shapes_dataset,
                                  SHAPES_CATEGORIES)
 from .nested_tensor import NestedTensor, nested_tensor_from_tensor_list, collate_fn
-from .backbone import Backbone, fuse_frozen_bn
+from .backbone import Backbone
+from .speed import fuse_frozen_bn, ConvWithFrozenBN, FrozenBNInConv
 from .position_encoding import PositionEmbeddingSine, PositionEmbeddingLearned
 from .joiner import Joiner, build_backbone
 from .transformer import (DETR, Transformer, build_detr, load_checkpoint, detr_resnet50,

@@ -12,49 +12,10 @@ from torchvision.ops import FrozenBatchNorm2d
 from torchvision.models._utils import IntermediateLayerGetter
 from pathlib import Path
 from .nested_tensor import NestedTensor
+from .speed import fuse_frozen_bn
 
 # %% auto #0
-__all__ = ['RESNETS', 'FrozenBNInConv', 'ConvWithFrozenBN', 'fuse_frozen_bn', 'resnet_weights', 'resnet_state_dict', 'Backbone']
-
-# %% ../nbs/02_backbone.ipynb #e5a56f4d
-class FrozenBNInConv(FrozenBatchNorm2d):
-    "A FrozenBatchNorm2d applied by the convolution before it: keeps its buffers (and keys), passes `x` through."
-    def __init__(self, bn:FrozenBatchNorm2d):
-        super().__init__(bn.weight.shape[0], eps=bn.eps)
-        for name, buf in bn.named_buffers(): setattr(self, name, buf)   # the same tensors, not copies
-
-    def forward(self, x:Tensor) -> Tensor: return x
-
-class ConvWithFrozenBN(nn.Conv2d):
-    "A Conv2d that also applies the frozen batch norm after it, through its weights: conv(x, W*s) + (beta - mean*s)."
-    def __init__(self,
-                 conv:nn.Conv2d, # the convolution; its `weight` (and `bias`) Parameters are reused, not copied
-                 bn:FrozenBNInConv, # the batch norm that follows it, registered in its own place in the model
-                ):
-        super().__init__(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
-                         padding=conv.padding, dilation=conv.dilation, groups=conv.groups,
-                         bias=conv.bias is not None, padding_mode=conv.padding_mode, device='meta')  # no new weights
-        self.weight, self.bias = conv.weight, conv.bias
-        self.bn = (bn,)          # a tuple, so PyTorch does not register (and save) the batch norm a second time
-
-    def forward(self, x:Tensor) -> Tensor:
-        bn, = self.bn
-        scale = bn.weight * (bn.running_var + bn.eps).rsqrt()             # (C_out,) s = gamma / sqrt(var + eps)
-        shift = bn.bias - bn.running_mean * scale                          # (C_out,) t = beta - mean * s
-        if self.bias is not None: shift = shift + self.bias * scale
-        return self._conv_forward(x, self.weight * scale[:, None, None, None], shift)
-
-def fuse_frozen_bn(model:nn.Module, # a torchvision ResNet (or part of one) built with FrozenBatchNorm2d
-                  ) -> nn.Module:
-    "In place: each Conv2d followed by a FrozenBatchNorm2d becomes one convolution; parameters and keys unchanged."
-    for parent in list(model.modules()):
-        children = list(parent.named_children())
-        for (cname, conv), (bname, bn) in zip(children, children[1:]):
-            if type(conv) is nn.Conv2d and type(bn) is FrozenBatchNorm2d and conv.out_channels == bn.weight.shape[0]:
-                applied = FrozenBNInConv(bn)
-                setattr(parent, bname, applied)
-                setattr(parent, cname, ConvWithFrozenBN(conv, applied))
-    return model
+__all__ = ['RESNETS', 'resnet_weights', 'resnet_state_dict', 'Backbone']
 
 # %% ../nbs/02_backbone.ipynb #746ca9c9
 RESNETS = {'resnet18': 512, 'resnet34': 512, 'resnet50': 2048, 'resnet101': 2048}  # name -> channels of layer4

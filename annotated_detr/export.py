@@ -11,7 +11,7 @@ from torch import nn, Tensor
 from torch.export import Dim, ExportedProgram
 from torchvision.ops import FrozenBatchNorm2d
 from .nested_tensor import NestedTensor, nested_tensor_from_tensor_list
-from .backbone import ConvWithFrozenBN, FrozenBNInConv
+from .speed import ConvWithFrozenBN, FrozenBNInConv
 from .transformer import DETR, to_nested
 
 # %% auto #0

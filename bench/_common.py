@@ -182,7 +182,7 @@ def with_levers_off(model, name: str = 'resnet50', fuse_bn: bool = False, channe
 
 
 def has_fused_bn(model) -> bool:
-    from annotated_detr.backbone import ConvWithFrozenBN
+    from annotated_detr.speed import ConvWithFrozenBN
     return any(isinstance(mod, ConvWithFrozenBN) for mod in model.modules())
 
 
