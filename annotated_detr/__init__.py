@@ -7,8 +7,8 @@ __version__ = "0.1.0"
 __all__ = []
 
 # %% ../nbs/index.ipynb #5718ac22
-from .data import (CocoDetection, build_dataset, make_coco_transforms, make_shapes_dataset,
-                                 SHAPES_CATEGORIES)
+from .data import CocoDetection, build_dataset, make_coco_transforms
+from .shapes import make_shapes_dataset, SHAPES_CATEGORIES
 from .nested_tensor import NestedTensor, nested_tensor_from_tensor_list, collate_fn
 from .backbone import Backbone
 from .speed import fuse_frozen_bn, ConvWithFrozenBN, FrozenBNInConv
