@@ -144,7 +144,7 @@ def legacy_dataset(root, image_set='train'):
 
 def make_data(root, n):
     "The generated shapes dataset with COCO-sized images (sides 400..640 pixels, like COCO's 640x480)."
-    from annotated_detr.data import make_shapes_dataset
+    from annotated_detr.shapes import make_shapes_dataset
     root = Path(root)
     meta = root / 'bench_meta.json'
     want = dict(n_train=n, n_val=8, min_side=400, max_side=640, max_objects=6, seed=0)

@@ -114,7 +114,7 @@ def main():
     def coco_sized():
         data = runs / 'coco_sized'
         n_train, n_val, lo, hi = (a.n_train, a.n_train // 10, 800, 1066) if not dry else (16, 8, 64, 96)
-        r = run('make_data', [py, '-c', f"from annotated_detr.data import make_shapes_dataset; "
+        r = run('make_data', [py, '-c', f"from annotated_detr.shapes import make_shapes_dataset; "
                 f"make_shapes_dataset('{data}', n_train={n_train}, n_val={n_val}, min_side={lo}, max_side={hi})"],
                 out, 90, results=results)
         if r['rc'] != 0: return
