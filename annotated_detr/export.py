@@ -203,7 +203,7 @@ def export_cli(argv:list|None=None, # command-line arguments; None: sys.argv[1:]
     out = _check_writable(args.out)
     if args.program is not None: _check_writable(args.program)
     _need('onnx', 'onnxscript', *(['onnxruntime'] if args.check else []))
-    from annotated_detr.matcher_loss import model_from_flags
+    from annotated_detr.inference import model_from_flags
     try: model = model_from_flags(args.checkpoint, args.backbone, args.num_classes)
     except ValueError as e: ap.error(str(e))
     model.eval()

@@ -11,9 +11,8 @@ from scipy.optimize import linear_sum_assignment
 import torchvision.ops as ops
 
 # %% auto #0
-__all__ = ['COCO_CLASSES', 'box_cxcywh_to_xyxy', 'box_xyxy_to_cxcywh', 'box_area', 'box_iou', 'generalized_box_iou', 'fp32',
-           'HungarianMatcher', 'SetCriterion', 'build_criterion', 'PostProcess', 'detect', 'draw_detections',
-           'model_from_flags', 'detect_cli', 'detect_main']
+__all__ = ['box_cxcywh_to_xyxy', 'box_xyxy_to_cxcywh', 'box_area', 'box_iou', 'generalized_box_iou', 'fp32', 'HungarianMatcher',
+           'SetCriterion', 'build_criterion', 'PostProcess']
 
 # %% ../nbs/06_matcher_loss.ipynb #6ee36a06
 def box_cxcywh_to_xyxy(boxes:Tensor, # [..., 4] boxes as (cx, cy, w, h)
@@ -26,7 +25,7 @@ def box_xyxy_to_cxcywh(boxes:Tensor, # [..., 4] boxes as (x0, y0, x1, y1)
     "Corner boxes to centre-size boxes `[cx, cy, w, h]`."
     return ops.box_convert(boxes, 'xyxy', 'cxcywh')
 
-# %% ../nbs/06_matcher_loss.ipynb #cbef5147
+# %% ../nbs/06_matcher_loss.ipynb #bc320870
 def _check_xyxy(boxes:Tensor, name:str):
     "Raise a `ValueError` naming the problem if `boxes` [n, 4] are not finite, well-formed corner boxes."
     if boxes.ndim != 2 or boxes.shape[-1] != 4:
@@ -42,6 +41,7 @@ def _check_xyxy(boxes:Tensor, name:str):
         raise ValueError(f"{name} contains degenerate boxes with x1 < x0 or y1 < y0 "
                          f"(negative width or height), e.g. box {i}: {boxes[i].tolist()}")
 
+# %% ../nbs/06_matcher_loss.ipynb #cbef5147
 def box_area(boxes:Tensor, # [n, 4] boxes as (x0, y0, x1, y1)
             ) -> Tensor:
     "Area of each corner box, [n]."
@@ -62,7 +62,7 @@ def generalized_box_iou(boxes1:Tensor, # [n, 4] boxes as (x0, y0, x1, y1)
     _check_xyxy(boxes1, 'boxes1'); _check_xyxy(boxes2, 'boxes2')
     return ops.generalized_box_iou(boxes1, boxes2)
 
-# %% ../nbs/06_matcher_loss.ipynb #a4c54fad
+# %% ../nbs/06_matcher_loss.ipynb #df881a41
 def _check_targets(targets:list, # B dicts with 'labels' [n_i] and 'boxes' [n_i, 4] (cx, cy, w, h)
                    num_classes:int, # K; valid labels are 0 ... K-1
                   ):
@@ -90,19 +90,25 @@ def _check_targets(targets:list, # B dicts with 'labels' [n_i] and 'boxes' [n_i,
     k = int(bad.nonzero()[0])
     raise ValueError(f"target {int(img[k])} has {what}: {boxes[k].tolist()} (cx, cy, w, h)")
 
-# %% ../nbs/06_matcher_loss.ipynb #6649cf25
+# %% ../nbs/06_matcher_loss.ipynb #62e62bb8
 def fp32(x:Tensor, # any tensor; bfloat16 or float16 ones (outputs under autocast) are upcast
         ) -> Tensor:
     "`x` as float32 if it is a half-precision float (bfloat16, float16), else `x` itself."
     return x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
+
+def _check_matcher_inputs(logits:Tensor, pred_boxes:Tensor, targets:list):
+    "Raise a ValueError if a target is bad or the outputs are not finite (training diverged)."
+    _check_targets(targets, logits.shape[-1] - 1)
+    if not torch.isfinite(pred_boxes).all() or not torch.isfinite(logits).all():
+        raise ValueError("the model's outputs contain NaN or Inf (did training diverge?)")
 
 # %% ../nbs/06_matcher_loss.ipynb #fdbe9386
 class HungarianMatcher(nn.Module):
     "One-to-one assignment of predictions to targets minimizing class + L1 + GIoU cost (DETR §3.1)."
     def __init__(self,
                  cost_class:float=1, # weight of -p̂(class)
-                 cost_bbox:float=5, # weight of the L1 distance between (cx, cy, w, h) boxes
-                 cost_giou:float=2, # weight of -GIoU between corner boxes
+                 cost_bbox:float=5, # weight of the L1 distance of (cx, cy, w, h)
+                 cost_giou:float=2, # weight of -GIoU
                 ):
         super().__init__()
         if cost_class == 0 and cost_bbox == 0 and cost_giou == 0:
@@ -117,9 +123,7 @@ class HungarianMatcher(nn.Module):
         "Cost of every prediction against every target of the batch, [B, N, Σn_i]."
         logits, pred_boxes = fp32(outputs['pred_logits']), fp32(outputs['pred_boxes'])   # bf16 under autocast
         B, N, K1 = logits.shape
-        _check_targets(targets, K1 - 1)
-        if not torch.isfinite(pred_boxes).all() or not torch.isfinite(logits).all():
-            raise ValueError("the model's outputs contain NaN or Inf (did training diverge?)")
+        _check_matcher_inputs(logits, pred_boxes, targets)
         prob = logits.flatten(0, 1).softmax(-1)                          # (B*N, K+1)
         out_boxes = pred_boxes.flatten(0, 1)                             # (B*N, 4)
         tgt_labels = torch.cat([t['labels'] for t in targets])           # (Σn_i,)
@@ -145,7 +149,7 @@ class HungarianMatcher(nn.Module):
             start = stop
         return indices
 
-# %% ../nbs/06_matcher_loss.ipynb #85652b9e
+# %% ../nbs/06_matcher_loss.ipynb #8536e456
 def _num_boxes(targets:list, device) -> float:
     "Objects per process, averaged across processes under torch.distributed; at least 1."
     n = float(sum(len(t['labels']) for t in targets))
@@ -156,18 +160,28 @@ def _num_boxes(targets:list, device) -> float:
         n = total.item() / dist.get_world_size()
     return max(n, 1.0)
 
+def _check_criterion_inputs(outputs:dict, targets:list, num_classes:int):
+    "Raise a ValueError naming the problem if outputs and targets do not fit a criterion for `num_classes`."
+    K1 = outputs['pred_logits'].shape[-1]
+    if K1 != num_classes + 1:
+        raise ValueError(f"pred_logits has {K1} classes but the criterion expects num_classes + 1 = "
+                         f"{num_classes + 1} (K classes and no-object)")
+    if len(targets) != outputs['pred_logits'].shape[0]:
+        raise ValueError(f"{len(targets)} targets for a batch of {outputs['pred_logits'].shape[0]} images")
+    _check_targets(targets, num_classes)
+
+# %% ../nbs/06_matcher_loss.ipynb #85652b9e
 class SetCriterion(nn.Module):
     "DETR's Hungarian loss (Eq. 2-3): match, then cross-entropy, L1 and GIoU; plus errors for the logs."
     def __init__(self,
-                 num_classes:int, # K, number of object classes (the no-object class gets index K)
-                 matcher:nn.Module, # e.g. `HungarianMatcher`; returns per image (pred_idx, tgt_idx)
-                 weight_dict:dict, # loss name -> weight, used by the training loop for the total
-                 eos_coef:float, # relative weight of the no-object class in the cross-entropy
-                 losses:tuple=('labels', 'boxes', 'cardinality'), # which groups of losses to compute
+                 num_classes:int, # K; the no-object class gets index K
+                 matcher:nn.Module, # returns per image (pred_idx, tgt_idx)
+                 weight_dict:dict, # loss name -> weight, for the training loop's total
+                 eos_coef:float, # relative weight of the no-object class
+                 losses:tuple=('labels', 'boxes', 'cardinality'),
                 ):
         super().__init__()
-        unknown = set(losses) - {'labels', 'boxes', 'cardinality'}
-        if unknown: raise ValueError(f"unknown losses {sorted(unknown)}; choose from 'labels', 'boxes', 'cardinality'")
+        if set(losses) - {'labels', 'boxes', 'cardinality'}: raise ValueError(f"unknown losses in {losses}")
         self.num_classes, self.matcher, self.weight_dict = num_classes, matcher, weight_dict
         self.eos_coef, self.losses = eos_coef, tuple(losses)
         class_weight = torch.cat([torch.ones(num_classes), torch.tensor([float(eos_coef)])])   # (K+1,)
@@ -226,13 +240,7 @@ class SetCriterion(nn.Module):
                 targets:list, # B dicts with 'labels' [n_i], 'boxes' [n_i, 4] normalized (cx, cy, w, h)
                ) -> dict:
         "All losses for the last decoder layer, and with suffix `_i` for auxiliary output i."
-        K1 = outputs['pred_logits'].shape[-1]
-        if K1 != self.num_classes + 1:
-            raise ValueError(f"pred_logits has {K1} classes but the criterion expects num_classes + 1 = "
-                             f"{self.num_classes + 1} (K classes and no-object)")
-        if len(targets) != outputs['pred_logits'].shape[0]:
-            raise ValueError(f"{len(targets)} targets for a batch of {outputs['pred_logits'].shape[0]} images")
-        _check_targets(targets, self.num_classes)
+        _check_criterion_inputs(outputs, targets, self.num_classes)
         num_boxes = _num_boxes(targets, outputs['pred_logits'].device)
         last = {k: v for k, v in outputs.items() if k != 'aux_outputs'}
         losses = self._losses(last, targets, self.matcher(last, targets), num_boxes)
@@ -277,175 +285,12 @@ class PostProcess(nn.Module):
         xyxy = box_cxcywh_to_xyxy(boxes) * wh.repeat(1, 2)[:, None, :]   # (B, N, 4) times (w, h, w, h)
         return [dict(scores=scores[i], labels=labels[i], boxes=xyxy[i]) for i in range(len(logits))]
 
-# %% ../nbs/06_matcher_loss.ipynb #ff2ac33e
-_COCO_NAMES_IN_ORDER = (
-    'person,bicycle,car,motorcycle,airplane,bus,train,truck,boat,traffic light,fire hydrant,stop sign,'
-    'parking meter,bench,bird,cat,dog,horse,sheep,cow,elephant,bear,zebra,giraffe,backpack,umbrella,handbag,'
-    'tie,suitcase,frisbee,skis,snowboard,sports ball,kite,baseball bat,baseball glove,skateboard,surfboard,'
-    'tennis racket,bottle,wine glass,cup,fork,knife,spoon,bowl,banana,apple,sandwich,orange,broccoli,carrot,'
-    'hot dog,pizza,donut,cake,chair,couch,potted plant,bed,dining table,toilet,tv,laptop,mouse,remote,'
-    'keyboard,cell phone,microwave,oven,toaster,sink,refrigerator,book,clock,vase,scissors,teddy bear,'
-    'hair drier,toothbrush').split(',')
-_COCO_UNUSED_IDS = {0, 12, 26, 29, 30, 45, 66, 68, 69, 71, 83}
+# %% ../nbs/06_matcher_loss.ipynb #6724534c
+_MOVED = ('COCO_CLASSES', 'detect', 'draw_detections', 'model_from_flags', 'detect_cli', 'detect_main', '_to_pil')
 
-def _coco_classes() -> list:
-    names = iter(_COCO_NAMES_IN_ORDER)
-    return ['N/A' if i in _COCO_UNUSED_IDS else next(names) for i in range(91)]
-
-COCO_CLASSES = _coco_classes()  # index = COCO category id (0 ... 90); 'N/A' for the 11 ids that have no category
-
-# %% ../nbs/06_matcher_loss.ipynb #c614a541
-def _to_pil(image):
-    "A path, PIL image or [3, H, W] tensor (float in [0, 1] or uint8) as an RGB PIL image."
-    from pathlib import Path
-    from PIL import Image
-    from torchvision.transforms.functional import to_pil_image
-    if isinstance(image, (str, Path)):
-        if not Path(image).exists(): raise FileNotFoundError(f"no image file at {image}")
-        return Image.open(image).convert('RGB')
-    if isinstance(image, Image.Image): return image.convert('RGB')
-    if isinstance(image, Tensor):
-        if image.ndim != 3 or image.shape[0] not in (1, 3):
-            raise ValueError(f"an image tensor must be [3, H, W] (or [1, H, W]), got {list(image.shape)}")
-        if image.is_floating_point() and (image.min() < 0 or image.max() > 1):
-            raise ValueError("a float image tensor must have values in [0, 1] (not normalized); "
-                             f"got range [{image.min().item():.3g}, {image.max().item():.3g}]")
-        return to_pil_image(image.detach().cpu()).convert('RGB')
-    raise TypeError(f"an image must be a path, a PIL image or a [3, H, W] tensor, got {type(image).__name__}")
-
-def detect(model:nn.Module, # a DETR model: images -> {'pred_logits', 'pred_boxes'}; or an ONNX Runtime session of one
-           images, # a path, PIL image or [3, H, W] tensor in [0, 1], or a list of them
-           threshold:float=0.7, # keep detections whose score is above this
-           class_names:list|None=None, # name per label; None: COCO names for 91 classes, else the label number
-           transform=None, # callable(image, target) -> (tensor, target); None: make_coco_transforms('val')
-          ) -> list:
-    "Per image a list of {'box': [x0, y0, x1, y1] pixels, 'label', 'name', 'score'}, best first."
-    from annotated_detr.data import make_coco_transforms, coco_to_target
-    if not 0 <= threshold <= 1: raise ValueError(f"threshold must be in [0, 1], got {threshold}")
-    if not isinstance(images, (list, tuple)): images = [images]
-    pil_images = [_to_pil(im) for im in images]
-    transform = make_coco_transforms('val') if transform is None else transform
-    if not isinstance(model, nn.Module):   # an onnxruntime.InferenceSession of a `detr_export` file (appendix export)
-        from annotated_detr.export import OnnxDETR
-        model = OnnxDETR(model)
-    device = next(model.parameters(), torch.empty(0)).device          # an OnnxDETR has no parameters: CPU
-    postprocess, was_training = PostProcess(), model.training
-    results = []
-    model.eval()
-    try:
-        with torch.no_grad():
-            for img in pil_images:
-                x, _ = transform(img, coco_to_target([], 0, img.size))       # (3, H, W) normalized
-                out = model([x.to(device)])
-                K1 = out['pred_logits'].shape[-1]
-                names = class_names if class_names is not None else (COCO_CLASSES if K1 == 92 else None)
-                r = postprocess(out, torch.tensor([[img.height, img.width]], device=device))[0]
-                keep = (r['scores'] > threshold).nonzero()[:, 0]
-                keep = keep[r['scores'][keep].argsort(descending=True)]
-                results.append([{'box': r['boxes'][k].tolist(), 'label': int(r['labels'][k]),
-                                 'name': names[int(r['labels'][k])] if names is not None and int(r['labels'][k]) < len(names)
-                                         else str(int(r['labels'][k])),
-                                 'score': float(r['scores'][k])} for k in keep.tolist()])
-    finally:
-        model.train(was_training)
-    return results
-
-# %% ../nbs/06_matcher_loss.ipynb #881c96e8
-def draw_detections(image, # a path, PIL image or [3, H, W] tensor in [0, 1]
-                    detections:list, # one image's list of dicts from `detect`
-                    path=None, # where to save the drawing (format from the extension), or None
-                   ):
-    "A copy of `image` with each detection's box, name and score drawn on it (a PIL image)."
-    from PIL import ImageDraw
-    img = _to_pil(image).copy()
-    draw = ImageDraw.Draw(img)
-    palette = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
-               (240, 50, 230), (210, 245, 60), (0, 128, 128), (170, 110, 40)]
-    width = max(2, round(min(img.size) / 200))
-    for d in detections:
-        color = palette[d['label'] % len(palette)]
-        x0, y0, x1, y1 = d['box']
-        draw.rectangle([x0, y0, x1, y1], outline=color, width=width)
-        text = f"{d['name']} {d['score']:.2f}"
-        tx0, ty0, tx1, ty1 = draw.textbbox((x0, y0), text)
-        ty = y0 - (ty1 - ty0) - 2 if y0 - (ty1 - ty0) - 2 >= 0 else y0
-        draw.rectangle([x0, ty, x0 + (tx1 - tx0) + 4, ty + (ty1 - ty0) + 2], fill=color)
-        draw.text((x0 + 2, ty), text, fill=(255, 255, 255))
-    if path is not None: img.save(path)
-    return img
-
-# %% ../nbs/06_matcher_loss.ipynb #960f38fc
-def model_from_flags(checkpoint:str|None=None, # checkpoint path or URL; None: the released weights
-                     backbone:str|None=None, # ResNet name (default: the checkpoint's, or resnet50)
-                     num_classes:int|None=None, # K (default: the checkpoint's, or COCO's 91)
-                    ) -> nn.Module:
-    "The model the commands' `--checkpoint/--backbone/--num_classes` flags describe (what `detr_detect` and `detr_export` load)."
-    from annotated_detr import transformer as T
-    if checkpoint is None:
-        released = {'resnet50': T.detr_resnet50, 'resnet101': T.detr_resnet101}
-        if (backbone or 'resnet50') not in released:
-            raise ValueError(f"released weights exist for {sorted(released)}; pass --checkpoint for {backbone}")
-        return released[backbone or 'resnet50'](pretrained=True, num_classes=num_classes or 91)
-    return T.load_checkpoint(checkpoint, num_classes=num_classes, **({} if backbone is None else {'backbone': backbone}))
-
-def detect_cli(argv:list|None=None, # command-line arguments; None: sys.argv[1:]
-              ):
-    "The `detr_detect` command: detect objects in images and write them with boxes and names drawn."
-    import argparse, sys
-    from pathlib import Path
-    ap = argparse.ArgumentParser('detr_detect', description='Detect objects with DETR and draw them on the images.')
-    ap.error = lambda message: ap.exit(2, f"detr_detect: error: {message} (detr_detect -h lists the flags)\n")
-    ap.add_argument('images', nargs='+', help='image files')
-    ap.add_argument('--checkpoint', default=None, help='checkpoint path or URL (default: released DETR R50)')
-    ap.add_argument('--threshold', type=float, default=0.7, help='score threshold (default 0.7)')
-    ap.add_argument('--out', default=None, help='output image (one input) or folder (several inputs)')
-    ap.add_argument('--num_classes', type=int, default=None, help="number of classes (default: the checkpoint's)")
-    ap.add_argument('--backbone', default=None, help="ResNet name (default: the checkpoint's, or resnet50)")
-    ap.add_argument('--size', type=int, default=800, help='resize the shorter side to this (default 800, as in evaluation)')
-    ap.add_argument('--max_size', type=int, default=1333, help='cap on the longer side (default 1333)')
-    ap.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
-    ap.add_argument('--debug', action='store_true', help='show the full traceback of an error instead of one line')
-    args = ap.parse_args(argv)
-    # everything that can be checked without the model, before it loads
-    if not 0 <= args.threshold <= 1: raise ValueError(f"--threshold {args.threshold}: must be in [0, 1]")
-    if args.size < 16 or args.max_size < args.size: raise ValueError(f"--size {args.size} --max_size {args.max_size}: need 16 <= size <= max_size")
-    if args.checkpoint and '://' not in args.checkpoint and not Path(args.checkpoint).is_file():
-        raise FileNotFoundError(f"checkpoint not found: {args.checkpoint}" + (' (a folder)' if Path(args.checkpoint).is_dir() else ''))
-    failed = {}                                         # image -> why it was skipped
-    for image in args.images:
-        p = Path(image)
-        if not p.is_file(): failed[image] = 'a folder, not an image file' if p.is_dir() else 'no such file'
-        elif p.stat().st_size == 0: failed[image] = 'an empty file'
-    if len(failed) == len(args.images): raise ValueError(f"no image to read: {'; '.join(f'{k}: {v}' for k, v in failed.items())}")
-    from annotated_detr.data import make_coco_transforms
-    model = model_from_flags(args.checkpoint, args.backbone, args.num_classes)
-    model = model.to(args.device)
-    tfm = make_coco_transforms('val', scales=[args.size], max_size=args.max_size)
-    results = []
-    for image in args.images:                           # one at a time: a bad file costs only itself
-        if image in failed: results.append(None); continue
-        try: dets = detect(model, image, threshold=args.threshold, transform=tfm)[0]
-        except (OSError, ValueError, SyntaxError) as e:   # unreadable or truncated image files
-            failed[image] = f"cannot read it ({type(e).__name__}: {str(e).splitlines()[0][:100]})"; results.append(None); continue
-        src = Path(image)
-        if args.out is None: out = src.with_name(src.stem + '_detr.png')
-        elif len(args.images) == 1: out = Path(args.out)
-        else: Path(args.out).mkdir(parents=True, exist_ok=True); out = Path(args.out) / (src.stem + '_detr.png')
-        draw_detections(image, dets, out)
-        results.append(dets)
-        print(f"{image}: {len(dets)} detections -> {out}")
-        for d in dets: print(f"  {d['name']:>16s} {d['score']:.3f} [{', '.join(f'{v:.1f}' for v in d['box'])}]")
-    if failed:
-        print(f"detr_detect: skipped {len(failed)} of {len(args.images)} image(s): "
-              + '; '.join(f'{k}: {v}' for k, v in failed.items()), file=sys.stderr)
-    return results
-
-def detect_main() -> None:
-    "Entry point of the `detr_detect` script: errors as one line (`--debug`: traceback); exit 1 if an image was skipped."
-    import sys
-    try: results = detect_cli()   # a console script passes what its function returns to sys.exit: return nothing
-    except Exception as e:
-        if '--debug' in sys.argv[1:]: raise
-        print(f"detr_detect: error: {str(e).strip()} (--debug shows the traceback)", file=sys.stderr)
-        sys.exit(1)
-    if any(r is None for r in results): sys.exit(1)   # the good images were written; the bad ones were named
+def __getattr__(name):
+    "Names that moved to the appendix `inference` still import from here (`from annotated_detr.matcher_loss import detect`)."
+    if name in _MOVED:
+        import annotated_detr.inference as inference
+        return getattr(inference, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from torch import nn, Tensor
 from torchvision.ops import sigmoid_focal_loss
 from PIL import Image
-from .transformer import (DETR, to_nested, build_detr, DETR_URL, read_checkpoint, load_exactly)
+from .transformer import DETR, to_nested, build_detr
+from .checkpoints import DETR_URL, read_checkpoint, load_exactly
 from .matcher_loss import SetCriterion, HungarianMatcher, PostProcess, fp32
 
 # %% auto #0
@@ -368,7 +369,7 @@ def segmentation_from_detector(path_or_url:str|Path, # a DETR detection checkpoi
                               ) -> DETRsegm:
     "The segmentation model around a trained detector: the checkpoint's DETR loaded strictly and frozen, a fresh mask head."
     import argparse
-    from annotated_detr.transformer import config_from_state_dict
+    from annotated_detr.checkpoints import config_from_state_dict
     sd, ckpt = read_checkpoint(path_or_url, progress)
     if 'detr.class_embed.weight' in sd:
         raise ValueError(f"{Path(str(path_or_url)).name} already holds a segmentation model: use load_segmentation_checkpoint")
@@ -473,7 +474,7 @@ def draw_masks(model:DETRsegm, # the segmentation model
               ):
     "Figure: per image its predicted masks (top) and the best detection's attention maps, heads summed (bottom)."
     from matplotlib.figure import Figure
-    from annotated_detr.transformer import to_picture
+    from annotated_detr.inference import to_picture
     from annotated_detr.nested_tensor import collate_fn
     items = [dataset[i] for i in range(min(n, len(dataset)))]
     samples, targets = collate_fn(items)
@@ -520,7 +521,7 @@ def segment(model:DETRsegm, # a segmentation model
            ) -> list:
     "Per image a list of {'box', 'label', 'name', 'score', 'mask' [h, w] bool}, best first."
     from annotated_detr.data import make_coco_transforms, coco_to_target
-    from annotated_detr.matcher_loss import _to_pil
+    from annotated_detr.inference import _to_pil
     if not 0 <= threshold <= 1: raise ValueError(f"threshold must be in [0, 1], got {threshold}")
     if not isinstance(images, (list, tuple)): images = [images]
     pil_images = [_to_pil(im) for im in images]
@@ -548,7 +549,7 @@ def draw_segments(image, # a path, PIL image or [3, H, W] tensor in [0, 1]
                  ):
     "A copy of `image` with each detection's mask filled in its class's colour and its name written (a PIL image)."
     from PIL import ImageDraw
-    from annotated_detr.matcher_loss import _to_pil
+    from annotated_detr.inference import _to_pil
     img = _to_pil(image)
     pixels = torch.from_numpy(np.array(img)).float()                           # (h, w, 3)
     palette = torch.tensor([[230, 25, 75], [60, 180, 75], [0, 130, 200], [245, 130, 48], [145, 30, 180], [70, 240, 240]]).float()

@@ -4,49 +4,54 @@
 
 # %% ../nbs/05_transformer.ipynb #5f7b5380
 from __future__ import annotations
-import argparse, contextlib, copy, hashlib, math, re, urllib.parse, warnings
-from pathlib import Path
+import copy, math
 from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
 from .nested_tensor import NestedTensor, nested_tensor_from_tensor_list
 from .joiner import build_backbone
-from .data import IMAGENET_MEAN, IMAGENET_STD
 
 # %% auto #0
-__all__ = ['DETR_URL', 'CHECKPOINTS', 'RESNET_DEPTH', 'MultiheadAttention', 'keep_attention_weights', 'with_pos',
-           'TransformerEncoderLayer', 'TransformerDecoderLayer', 'clones', 'TransformerEncoder', 'TransformerDecoder',
-           'Transformer', 'MLP', 'to_nested', 'DETR', 'build_detr', 'fill_by_weight_rule', 'hash_prefix',
-           'cached_download', 'config_from_state_dict', 'read_checkpoint', 'load_exactly', 'load_checkpoint',
-           'detr_resnet50', 'detr_resnet50_dc5', 'detr_resnet101', 'detr_resnet101_dc5', 'decoder_cross_attention',
-           'encoder_self_attention', 'to_picture', 'plot_decoder_attention', 'plot_encoder_attention']
+__all__ = ['MultiheadAttention', 'keep_attention_weights', 'with_pos', 'TransformerEncoderLayer', 'TransformerDecoderLayer',
+           'clones', 'TransformerEncoder', 'TransformerDecoder', 'Transformer', 'MLP', 'to_nested', 'DETR',
+           'build_detr', 'fill_by_weight_rule']
+
+# %% ../nbs/05_transformer.ipynb #7c7c4786
+def _check_attention_args(d:int, query:Tensor, key:Tensor, value:Tensor, key_padding_mask:Tensor|None):
+    "Raise a ValueError naming the problem if the inputs of `MultiheadAttention` have the wrong layout."
+    if query.ndim != 3 or query.shape[-1] != d:
+        raise ValueError(f"query must be [L, B, {d}] (sequence first), got {tuple(query.shape)}")
+    if key.shape != value.shape or key.shape[1:] != query.shape[1:]:
+        raise ValueError(f"key and value must be [L_k, B, d] matching query {tuple(query.shape)}, "
+                         f"got {tuple(key.shape)} and {tuple(value.shape)}")
+    B = query.shape[1]
+    if key_padding_mask is not None and (key_padding_mask.dtype != torch.bool or key_padding_mask.shape != (B, key.shape[0])):
+        raise ValueError(f"key_padding_mask must be a bool tensor [B, L_k] = {[B, key.shape[0]]}, "
+                         f"got {key_padding_mask.dtype} {list(key_padding_mask.shape)}")
 
 # %% ../nbs/05_transformer.ipynb #751a953f
 class MultiheadAttention(nn.Module):
-    "Multi-head attention (paper App. A.1), sequence-first, with the parameter names of the released checkpoints."
+    "Multi-head attention (paper App. A.1), sequence-first, with the checkpoints' parameter names."
     def __init__(self,
-                 embed_dim:int, # d, the width of queries, keys and values
+                 embed_dim:int, # d
                  num_heads:int, # h; each head has width d/h
-                 dropout:float=0., # dropout on the attention weights, in training only
+                 dropout:float=0., # on the attention weights, in training only
                 ):
         super().__init__()
         if embed_dim % num_heads:
             raise ValueError(f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads})")
-        self.embed_dim, self.num_heads, self.dropout = embed_dim, num_heads, dropout
-        self.head_dim = embed_dim // num_heads
+        self.embed_dim, self.num_heads, self.head_dim, self.dropout = embed_dim, num_heads, embed_dim // num_heads, dropout
         self.in_proj_weight = nn.Parameter(torch.empty(3 * embed_dim, embed_dim))  # rows: W_q, W_k, W_v
         self.in_proj_bias = nn.Parameter(torch.zeros(3 * embed_dim))
         self.out_proj = nn.Linear(embed_dim, embed_dim)
-        self.keep_weights = False  # set by `keep_attention_weights`
-        self.attn_weights = None   # [B, L_q, L_k], head-averaged, only when keep_weights is on
+        self.keep_weights, self.attn_weights = False, None  # see `keep_attention_weights`
         nn.init.xavier_uniform_(self.in_proj_weight)
         nn.init.zeros_(self.out_proj.bias)
 
     def _heads(self, x:Tensor, i:int) -> Tensor:
-        "Project `x` [L, B, d] with the i-th third of `in_proj` and split it into heads [B, h, L, d/h]."
-        d = self.embed_dim
-        L, B, _ = x.shape
+        "Project `x` [L, B, d] with the i-th third of `in_proj`, split into heads [B, h, L, d/h]."
+        (L, B, _), d = x.shape, self.embed_dim
         x = F.linear(x, self.in_proj_weight[i * d:(i + 1) * d], self.in_proj_bias[i * d:(i + 1) * d])  # (L, B, d)
         return x.view(L, B, self.num_heads, self.head_dim).permute(1, 2, 0, 3)  # (B, h, L, d/h)
 
@@ -54,18 +59,11 @@ class MultiheadAttention(nn.Module):
                 query:Tensor, # [L_q, B, d]
                 key:Tensor, # [L_k, B, d]
                 value:Tensor, # [L_k, B, d]
-                key_padding_mask:Tensor|None=None, # [B, L_k] bool, True = padding (never attended to)
+                key_padding_mask:Tensor|None=None, # [B, L_k], True = padding
                ) -> Tensor: # [L_q, B, d]
         "Attend from `query` to `key`, mix `value`; padded keys get zero weight."
-        if query.ndim != 3 or query.shape[-1] != self.embed_dim:
-            raise ValueError(f"query must be [L, B, {self.embed_dim}] (sequence first), got {tuple(query.shape)}")
-        if key.shape != value.shape or key.shape[1:] != query.shape[1:]:
-            raise ValueError(f"key and value must be [L_k, B, d] matching query {tuple(query.shape)}, "
-                             f"got {tuple(key.shape)} and {tuple(value.shape)}")
+        _check_attention_args(self.embed_dim, query, key, value, key_padding_mask)
         Lq, B, d = query.shape
-        if key_padding_mask is not None and (key_padding_mask.dtype != torch.bool or key_padding_mask.shape != (B, key.shape[0])):
-            raise ValueError(f"key_padding_mask must be a bool tensor [B, L_k] = {[B, key.shape[0]]}, "
-                             f"got {key_padding_mask.dtype} {list(key_padding_mask.shape)}")
         q, k, v = self._heads(query, 0), self._heads(key, 1), self._heads(value, 2)  # (B, h, L, d/h) each
         p = self.dropout if self.training else 0.
         if not self.keep_weights:
@@ -75,16 +73,14 @@ class MultiheadAttention(nn.Module):
             scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)  # (B, h, L_q, L_k)
             if key_padding_mask is not None:
                 scores = scores.masked_fill(key_padding_mask[:, None, None, :], float('-inf'))
-            weights = scores.softmax(dim=-1)  # (B, h, L_q, L_k)
-            self.attn_weights = weights.detach().mean(dim=1)  # (B, L_q, L_k)
+            weights = scores.softmax(dim=-1)
+            self.attn_weights = weights.detach().mean(dim=1)  # (B, L_q, L_k), averaged over heads
             out = F.dropout(weights, p, self.training) @ v  # (B, h, L_q, d/h)
-        out = out.permute(2, 0, 1, 3).reshape(Lq, B, d)  # (L_q, B, d): heads concatenated
-        return self.out_proj(out)
+        return self.out_proj(out.permute(2, 0, 1, 3).reshape(Lq, B, d))  # heads concatenated
 
 # %% ../nbs/05_transformer.ipynb #9b77e00f
 @contextmanager
-def keep_attention_weights(model:nn.Module, # any module containing `MultiheadAttention`s
-                          ):
+def keep_attention_weights(model:nn.Module):
     "Within the block, every `MultiheadAttention` in `model` keeps its head-averaged weights in `.attn_weights`."
     mods = [m for m in model.modules() if isinstance(m, MultiheadAttention)]
     before = [m.keep_weights for m in mods]
@@ -92,6 +88,21 @@ def keep_attention_weights(model:nn.Module, # any module containing `MultiheadAt
     try: yield mods
     finally:
         for m, b in zip(mods, before): m.keep_weights, m.attn_weights = b, None
+
+# %% ../nbs/05_transformer.ipynb #a4a0ede5
+def _encoder_pre_norm(layer, src:Tensor, mask:Tensor|None, pos:Tensor|None) -> Tensor:
+    "The pre-norm variant of an encoder layer: `x + f(norm(x))` for each block."
+    x = layer.norm1(src)
+    src = src + layer.dropout1(layer.self_attn(with_pos(x, pos), with_pos(x, pos), x, mask))
+    return src + layer.dropout2(layer.ffn(layer.norm2(src)))
+
+def _decoder_pre_norm(layer, tgt:Tensor, memory:Tensor, mask:Tensor|None, pos:Tensor|None, query_pos:Tensor|None) -> Tensor:
+    "The pre-norm variant of a decoder layer."
+    x = layer.norm1(tgt)
+    tgt = tgt + layer.dropout1(layer.self_attn(with_pos(x, query_pos), with_pos(x, query_pos), x))
+    x = layer.norm2(tgt)
+    tgt = tgt + layer.dropout2(layer.multihead_attn(with_pos(x, query_pos), with_pos(memory, pos), memory, mask))
+    return tgt + layer.dropout3(layer.ffn(layer.norm3(tgt)))
 
 # %% ../nbs/05_transformer.ipynb #afc182a4
 def with_pos(x:Tensor, pos:Tensor|None) -> Tensor:
@@ -102,10 +113,10 @@ class TransformerEncoderLayer(nn.Module):
     "Self-attention with positions on queries and keys, then an FFN; post-norm unless `normalize_before`."
     def __init__(self,
                  d_model:int, # d
-                 nhead:int, # number of attention heads
-                 dim_feedforward:int=2048, # hidden width of the FFN
-                 dropout:float=0.1, # dropout in attention, after each block and inside the FFN
-                 normalize_before:bool=False, # pre-norm instead of the released post-norm
+                 nhead:int, # attention heads
+                 dim_feedforward:int=2048, # FFN hidden width
+                 dropout:float=0.1,
+                 normalize_before:bool=False, # pre-norm (a hidden cell) instead of the released post-norm
                 ):
         super().__init__()
         self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout)
@@ -117,15 +128,12 @@ class TransformerEncoderLayer(nn.Module):
     def ffn(self, x:Tensor) -> Tensor: return self.linear2(self.dropout(F.relu(self.linear1(x))))
 
     def forward(self,
-                src:Tensor, # [HW, B, d] image features
+                src:Tensor, # [HW, B, d] features
                 src_key_padding_mask:Tensor|None=None, # [B, HW] True on padding
-                pos:Tensor|None=None, # [HW, B, d] spatial positional encoding
+                pos:Tensor|None=None, # [HW, B, d] spatial encoding
                ) -> Tensor: # [HW, B, d]
         "One encoder layer."
-        if self.normalize_before:
-            x = self.norm1(src)
-            src = src + self.dropout1(self.self_attn(with_pos(x, pos), with_pos(x, pos), x, src_key_padding_mask))
-            return src + self.dropout2(self.ffn(self.norm2(src)))
+        if self.normalize_before: return _encoder_pre_norm(self, src, src_key_padding_mask, pos)
         qk = with_pos(src, pos)
         src = self.norm1(src + self.dropout1(self.self_attn(qk, qk, src, src_key_padding_mask)))
         return self.norm2(src + self.dropout2(self.ffn(src)))
@@ -133,42 +141,29 @@ class TransformerEncoderLayer(nn.Module):
 # %% ../nbs/05_transformer.ipynb #343a9618
 class TransformerDecoderLayer(nn.Module):
     "Self-attention among the slots, cross-attention to the memory, FFN; post-norm unless `normalize_before`."
-    def __init__(self,
-                 d_model:int, # d
-                 nhead:int, # number of attention heads
-                 dim_feedforward:int=2048, # hidden width of the FFN
-                 dropout:float=0.1, # dropout in attention, after each block and inside the FFN
-                 normalize_before:bool=False, # pre-norm instead of the released post-norm
-                ):
+    def __init__(self, d_model:int, nhead:int, dim_feedforward:int=2048, dropout:float=0.1, normalize_before:bool=False):
         super().__init__()
         self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout)
         self.multihead_attn = MultiheadAttention(d_model, nhead, dropout=dropout)
         self.linear1, self.linear2 = nn.Linear(d_model, dim_feedforward), nn.Linear(dim_feedforward, d_model)
         self.norm1, self.norm2, self.norm3 = nn.LayerNorm(d_model), nn.LayerNorm(d_model), nn.LayerNorm(d_model)
-        self.dropout = nn.Dropout(dropout)
-        self.dropout1, self.dropout2, self.dropout3 = nn.Dropout(dropout), nn.Dropout(dropout), nn.Dropout(dropout)
+        self.dropout, self.dropout1, self.dropout2, self.dropout3 = (nn.Dropout(dropout) for _ in range(4))
         self.normalize_before = normalize_before
 
     def ffn(self, x:Tensor) -> Tensor: return self.linear2(self.dropout(F.relu(self.linear1(x))))
 
     def forward(self,
-                tgt:Tensor, # [N, B, d] decoder input (the slots' current state)
+                tgt:Tensor, # [N, B, d] the slots' current state
                 memory:Tensor, # [HW, B, d] encoder output
                 memory_key_padding_mask:Tensor|None=None, # [B, HW] True on padding
-                pos:Tensor|None=None, # [HW, B, d] spatial positional encoding
+                pos:Tensor|None=None, # [HW, B, d] spatial encoding
                 query_pos:Tensor|None=None, # [N, B, d] object queries
                ) -> Tensor: # [N, B, d]
         "One decoder layer."
-        k_mem = with_pos(memory, pos)
-        if self.normalize_before:
-            x = self.norm1(tgt)
-            tgt = tgt + self.dropout1(self.self_attn(with_pos(x, query_pos), with_pos(x, query_pos), x))
-            x = self.norm2(tgt)
-            tgt = tgt + self.dropout2(self.multihead_attn(with_pos(x, query_pos), k_mem, memory, memory_key_padding_mask))
-            return tgt + self.dropout3(self.ffn(self.norm3(tgt)))
+        if self.normalize_before: return _decoder_pre_norm(self, tgt, memory, memory_key_padding_mask, pos, query_pos)
         qk = with_pos(tgt, query_pos)
         tgt = self.norm1(tgt + self.dropout1(self.self_attn(qk, qk, tgt)))
-        tgt = self.norm2(tgt + self.dropout2(self.multihead_attn(with_pos(tgt, query_pos), k_mem, memory, memory_key_padding_mask)))
+        tgt = self.norm2(tgt + self.dropout2(self.multihead_attn(with_pos(tgt, query_pos), with_pos(memory, pos), memory, memory_key_padding_mask)))
         return self.norm3(tgt + self.dropout3(self.ffn(tgt)))
 
 # %% ../nbs/05_transformer.ipynb #9b2eacf6
@@ -177,52 +172,35 @@ def clones(layer:nn.Module, n:int) -> nn.ModuleList:
     return nn.ModuleList([copy.deepcopy(layer) for _ in range(n)])
 
 class TransformerEncoder(nn.Module):
-    "A stack of encoder layers, with an optional final LayerNorm."
+    "A stack of encoder layers, with an optional final LayerNorm: [HW, B, d] -> the memory [HW, B, d]."
     def __init__(self, encoder_layer:nn.Module, num_layers:int, norm:nn.Module|None=None):
         super().__init__()
         self.layers, self.norm = clones(encoder_layer, num_layers), norm
 
-    def forward(self,
-                src:Tensor, # [HW, B, d]
-                src_key_padding_mask:Tensor|None=None, # [B, HW] True on padding
-                pos:Tensor|None=None, # [HW, B, d]
-               ) -> Tensor: # [HW, B, d], the memory
-        "Run all encoder layers."
+    def forward(self, src, src_key_padding_mask=None, pos=None) -> Tensor:
         for layer in self.layers: src = layer(src, src_key_padding_mask, pos)
         return src if self.norm is None else self.norm(src)
 
 class TransformerDecoder(nn.Module):
-    "A stack of decoder layers and a final LayerNorm; returns the normalized output of every layer."
+    "A stack of decoder layers; returns every layer's output after the final LayerNorm, [L, N, B, d]."
     def __init__(self, decoder_layer:nn.Module, num_layers:int, norm:nn.Module, return_intermediate:bool=True):
         super().__init__()
         self.layers, self.norm, self.return_intermediate = clones(decoder_layer, num_layers), norm, return_intermediate
 
-    def forward(self,
-                tgt:Tensor, # [N, B, d] decoder input (zeros)
-                memory:Tensor, # [HW, B, d]
-                memory_key_padding_mask:Tensor|None=None, # [B, HW] True on padding
-                pos:Tensor|None=None, # [HW, B, d] spatial positional encoding
-                query_pos:Tensor|None=None, # [N, B, d] object queries
-               ) -> Tensor: # [L, N, B, d] (L = number of layers, or 1 without return_intermediate)
-        "Run all decoder layers."
+    def forward(self, tgt, memory, memory_key_padding_mask=None, pos=None, query_pos=None) -> Tensor:
         outs = []
         for layer in self.layers:
             tgt = layer(tgt, memory, memory_key_padding_mask, pos, query_pos)
             if self.return_intermediate: outs.append(self.norm(tgt))
-        return torch.stack(outs) if self.return_intermediate else self.norm(tgt)[None]
+        return torch.stack(outs) if self.return_intermediate else self.norm(tgt)[None]  # L = 1 without intermediates
 
 # %% ../nbs/05_transformer.ipynb #47d9c8c0
 class Transformer(nn.Module):
-    "DETR's encoder-decoder transformer (paper §3.2): features + positions + object queries -> N output vectors per image."
-    def __init__(self,
-                 d_model:int=256, # d
-                 nhead:int=8, # attention heads
-                 num_encoder_layers:int=6,
-                 num_decoder_layers:int=6,
-                 dim_feedforward:int=2048, # FFN hidden width
-                 dropout:float=0.1,
-                 normalize_before:bool=False, # pre-norm (adds `encoder.norm`); the released models are post-norm
-                 return_intermediate_dec:bool=True, # return every decoder layer's output (for the auxiliary losses)
+    "DETR's encoder-decoder (paper §3.2): features, positions and object queries -> N output vectors per image."
+    def __init__(self, d_model:int=256, nhead:int=8, num_encoder_layers:int=6, num_decoder_layers:int=6,
+                 dim_feedforward:int=2048, dropout:float=0.1,
+                 normalize_before:bool=False, # pre-norm (adds `encoder.norm`)
+                 return_intermediate_dec:bool=True, # every decoder layer's output (auxiliary losses)
                 ):
         super().__init__()
         enc = TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout, normalize_before)
@@ -237,38 +215,31 @@ class Transformer(nn.Module):
                 src:Tensor, # [B, d, H, W] projected features
                 mask:Tensor, # [B, H, W] True on padding
                 query_embed:Tensor, # [N, d] object queries
-                pos_embed:Tensor, # [B, d, H, W] spatial positional encoding
+                pos_embed:Tensor, # [B, d, H, W] spatial encoding
                ) -> tuple[Tensor, Tensor]: # decoder outputs [L, B, N, d], memory [B, d, H, W]
-        "Encode the flattened features, decode N slots; return all decoder outputs and the memory."
+        "Encode the flattened features, decode N slots."
         B, d, H, W = src.shape
-        if mask.shape != (B, H, W):
-            raise ValueError(f"mask must be [B, H, W] = {[B, H, W]} like the features, got {list(mask.shape)}")
-        src = src.flatten(2).permute(2, 0, 1)              # (HW, B, d)
-        pos = pos_embed.flatten(2).permute(2, 0, 1)        # (HW, B, d)
-        mask = mask.flatten(1)                             # (B, HW)
+        if mask.shape != (B, H, W): raise ValueError(f"mask must be [B, H, W] = {[B, H, W]}, got {list(mask.shape)}")
+        src, pos = src.flatten(2).permute(2, 0, 1), pos_embed.flatten(2).permute(2, 0, 1)  # (HW, B, d) each
+        mask = mask.flatten(1)                              # (B, HW)
         query_pos = query_embed[:, None].expand(-1, B, -1)  # (N, B, d)
-        tgt = torch.zeros_like(query_pos)                  # (N, B, d) the decoder input starts at zeros
-        memory = self.encoder(src, mask, pos)              # (HW, B, d)
-        hs = self.decoder(tgt, memory, mask, pos, query_pos)  # (L, N, B, d)
-        return hs.transpose(1, 2), memory.permute(1, 2, 0).reshape(B, d, H, W)  # (L, B, N, d), (B, d, H, W)
+        memory = self.encoder(src, mask, pos)               # (HW, B, d)
+        hs = self.decoder(torch.zeros_like(query_pos), memory, mask, pos, query_pos)  # (L, N, B, d); input: zeros
+        return hs.transpose(1, 2), memory.permute(1, 2, 0).reshape(B, d, H, W)
 
 # %% ../nbs/05_transformer.ipynb #f953e9b6
 class MLP(nn.Module):
     "A perceptron: `num_layers` linear layers with ReLU between them (none after the last)."
-    def __init__(self,
-                 input_dim:int, hidden_dim:int, output_dim:int,
-                 num_layers:int, # number of linear layers
-                ):
+    def __init__(self, input_dim:int, hidden_dim:int, output_dim:int, num_layers:int):
         super().__init__()
         dims = [input_dim] + [hidden_dim] * (num_layers - 1) + [output_dim]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
 
     def forward(self, x:Tensor) -> Tensor:
-        for i, layer in enumerate(self.layers):
-            x = layer(x) if i == len(self.layers) - 1 else F.relu(layer(x))
-        return x
+        for layer in self.layers[:-1]: x = F.relu(layer(x))
+        return self.layers[-1](x)
 
-# %% ../nbs/05_transformer.ipynb #314acbf2
+# %% ../nbs/05_transformer.ipynb #f3d6b995
 def to_nested(samples:NestedTensor|Tensor|list, # NestedTensor, [B, 3, H0, W0] tensor, or list of [3, H_i, W_i]
              ) -> NestedTensor:
     "Turn any of DETR's accepted inputs into a `NestedTensor` (a plain batch tensor has no padding)."
@@ -282,33 +253,29 @@ def to_nested(samples:NestedTensor|Tensor|list, # NestedTensor, [B, 3, H0, W0] t
     raise TypeError(f"samples must be a NestedTensor, a [B, 3, H, W] tensor or a list of [3, H, W] tensors, "
                     f"got {type(samples).__name__}")
 
+# %% ../nbs/05_transformer.ipynb #314acbf2
 class DETR(nn.Module):
     "DETR (paper §3.2): backbone, transformer, and class and box heads applied to N object slots."
     def __init__(self,
                  backbone:nn.Module, # a `Joiner`: NestedTensor -> (features, positions)
                  transformer:Transformer,
                  num_classes:int, # K; the class head has K + 1 outputs, the last is "no object"
-                 num_queries:int, # N, the number of object slots (100 for COCO)
-                 aux_loss:bool=True, # also return the predictions of the earlier decoder layers
+                 num_queries:int, # N
+                 aux_loss:bool=True, # also return the earlier decoder layers' predictions
                 ):
         super().__init__()
         d = transformer.d_model
-        self.backbone, self.transformer = backbone, transformer
-        self.num_queries, self.aux_loss = num_queries, aux_loss
+        self.backbone, self.transformer, self.num_queries, self.aux_loss = backbone, transformer, num_queries, aux_loss
         self.input_proj = nn.Conv2d(backbone.num_channels, d, kernel_size=1)
         self.query_embed = nn.Embedding(num_queries, d)
-        self.class_embed = nn.Linear(d, num_classes + 1)
-        self.bbox_embed = MLP(d, d, 4, 3)
+        self.class_embed, self.bbox_embed = nn.Linear(d, num_classes + 1), MLP(d, d, 4, 3)
 
-    def forward(self,
-                samples:NestedTensor|Tensor|list, # NestedTensor, [B, 3, H0, W0] tensor, or list of [3, H_i, W_i]
-               ) -> dict:
+    def forward(self, samples:NestedTensor|Tensor|list) -> dict:
         "Predict N (class logits, box) pairs per image, and the same for each earlier decoder layer."
         features, pos = self.backbone(to_nested(samples))
-        src, mask = features[-1].decompose()                       # (B, C, H, W), (B, H, W)
+        src, mask = features[-1].decompose()                      # (B, C, H, W), (B, H, W)
         hs = self.transformer(self.input_proj(src), mask, self.query_embed.weight, pos[-1])[0]  # (L, B, N, d)
-        logits = self.class_embed(hs)                             # (L, B, N, K+1)
-        boxes = self.bbox_embed(hs).sigmoid()                     # (L, B, N, 4)
+        logits, boxes = self.class_embed(hs), self.bbox_embed(hs).sigmoid()  # (L, B, N, K+1), (L, B, N, 4)
         out = {'pred_logits': logits[-1], 'pred_boxes': boxes[-1]}
         if self.aux_loss:
             out['aux_outputs'] = [{'pred_logits': l, 'pred_boxes': b} for l, b in zip(logits[:-1], boxes[:-1])]
@@ -316,35 +283,25 @@ class DETR(nn.Module):
 
 # %% ../nbs/05_transformer.ipynb #d1fc1664
 def build_detr(num_classes:int=91, # K; COCO's ids go up to 90, so the released models use 91
-               backbone:str='resnet50', # torchvision ResNet name
-               dilation:bool=False, # DC5: dilate the last stage (stride 16 instead of 32)
-               position_embedding:str='sine', # 'sine' or 'learned'
-               hidden_dim:int=256, # d
-               nheads:int=8,
-               enc_layers:int=6,
-               dec_layers:int=6,
-               dim_feedforward:int=2048,
-               dropout:float=0.1,
-               num_queries:int=100, # N
-               pre_norm:bool=False,
-               aux_loss:bool=True,
-               lr_backbone:float=1e-5, # > 0: train the backbone (except its stem and first stage)
+               backbone:str='resnet50', dilation:bool=False, # ResNet name; DC5: dilate the last stage
+               position_embedding:str='sine', # or 'learned'
+               hidden_dim:int=256, nheads:int=8, enc_layers:int=6, dec_layers:int=6, dim_feedforward:int=2048,
+               dropout:float=0.1, num_queries:int=100, pre_norm:bool=False, aux_loss:bool=True,
+               lr_backbone:float=1e-5, # 0: frozen backbone
                weights_backbone=None, # torchvision weights for the ResNet, or None
-               backbone_norm:str='frozen', # 'frozen' (paper, checkpoints) or 'batch' (training from scratch, 02_backbone)
-               last_stage:int=4, # 4: the paper's stride 32; 3: stop the ResNet after layer3, stride 16 (02_backbone)
-               masks:bool=False, # the original's `--masks`: DETR inside a `DETRsegm` with the mask head (appendix segmentation)
+               backbone_norm:str='frozen', # or 'batch' (02_backbone)
+               last_stage:int=4, # 3: stop after layer3, stride 16 (02_backbone)
+               masks:bool=False, # the segmentation model (appendix segmentation)
               ) -> DETR:
-    "Build a DETR model (or, with `masks`, the segmentation model) from the original training script's arguments."
+    "Build a DETR (or, with `masks`, the segmentation model) from the original training script's arguments."
     if num_classes < 1: raise ValueError(f"num_classes must be at least 1, got {num_classes}")
     joiner = build_backbone(backbone=backbone, dilation=dilation, position_embedding=position_embedding,
                             hidden_dim=hidden_dim, lr_backbone=lr_backbone, return_interm_layers=masks,
                             weights=weights_backbone, norm=backbone_norm, last_stage=last_stage)
-    transformer = Transformer(d_model=hidden_dim, nhead=nheads, num_encoder_layers=enc_layers,
-                              num_decoder_layers=dec_layers, dim_feedforward=dim_feedforward, dropout=dropout,
-                              normalize_before=pre_norm, return_intermediate_dec=True)
+    transformer = Transformer(hidden_dim, nheads, enc_layers, dec_layers, dim_feedforward, dropout, pre_norm)
     model = DETR(joiner, transformer, num_classes=num_classes, num_queries=num_queries, aux_loss=aux_loss)
     if not masks: return model
-    from annotated_detr.segmentation import DETRsegm   # imported here: segmentation builds on this module
+    from annotated_detr.segmentation import DETRsegm   # here: segmentation builds on this module
     return DETRsegm(model)
 
 # %% ../nbs/05_transformer.ipynb #be964488
@@ -361,234 +318,16 @@ def fill_by_weight_rule(sd:dict) -> dict:
         else: t.copy_(torch.randn(t.shape, generator=g) / t[0].numel() ** 0.5)
     return sd
 
-# %% ../nbs/05_transformer.ipynb #ad77eb31
-DETR_URL = 'https://dl.fbaipublicfiles.com/detr/'
-CHECKPOINTS = {  # constructor name -> (file at DETR_URL, build_detr arguments)
-    'detr_resnet50': ('detr-r50-e632da11.pth', dict(backbone='resnet50', dilation=False)),
-    'detr_resnet50_dc5': ('detr-r50-dc5-f0fb7ef5.pth', dict(backbone='resnet50', dilation=True)),
-    'detr_resnet101': ('detr-r101-2c7b67e5.pth', dict(backbone='resnet101', dilation=False)),
-    'detr_resnet101_dc5': ('detr-r101-dc5-a2e86def.pth', dict(backbone='resnet101', dilation=True)),
-}
+# %% ../nbs/05_transformer.ipynb #52cc5cd8
+_MOVED = {'annotated_detr.checkpoints': ('DETR_URL', 'CHECKPOINTS', 'hash_prefix', 'cached_download', 'RESNET_DEPTH',
+                                         'config_from_state_dict', 'read_checkpoint', 'load_exactly', 'load_checkpoint',
+                                         'detr_resnet50', 'detr_resnet50_dc5', 'detr_resnet101', 'detr_resnet101_dc5'),
+          'annotated_detr.inference': ('to_picture', 'plot_decoder_attention', 'plot_encoder_attention',
+                                       'decoder_cross_attention', 'encoder_self_attention')}
 
-def hash_prefix(filename:str) -> str|None:
-    "The SHA-256 prefix in a torch.hub-style file name (`detr-r50-e632da11.pth` -> `'e632da11'`), or None."
-    m = re.search(r'-([a-f0-9]{8,})\.', Path(filename).name)
-    return m.group(1) if m else None
-
-def cached_download(url:str, # an http(s):// or file:// URL
-                    progress:bool=True, # show a progress bar while downloading
-                   ) -> Path:
-    "Download `url` once into torch.hub's checkpoint cache, checking the SHA-256 prefix in its name."
-    fname = Path(urllib.parse.urlparse(url).path).name
-    if not fname: raise ValueError(f"cannot tell the file name of {url!r}")
-    dst = Path(torch.hub.get_dir()) / 'checkpoints' / fname
-    if not dst.exists():
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        expected = hash_prefix(fname)
-        try: torch.hub.download_url_to_file(url, str(dst), hash_prefix=expected, progress=progress)
-        except RuntimeError as e:
-            if 'invalid hash value' not in str(e): raise
-            raise RuntimeError(f"hash mismatch for {fname}: its SHA-256 does not start with {expected} as its "
-                               f"name says; the file is corrupt or not the one expected (nothing was cached). {e}") from None
-    return dst
-
-# %% ../nbs/05_transformer.ipynb #52f2f178
-RESNET_DEPTH = {(True, 6): 'resnet50', (True, 23): 'resnet101', (True, 36): 'resnet152',
-                (False, 2): 'resnet18', (False, 6): 'resnet34'}  # (bottleneck blocks?, blocks in layer3) -> name
-
-def config_from_state_dict(sd:dict, # a DETR state dict
-                          ) -> dict:
-    "The `build_detr` arguments a state dict determines (all but `nheads` and `dilation`)."
-    if 'class_embed.weight' not in sd or 'query_embed.weight' not in sd:
-        raise ValueError("not a DETR state dict: it has no class_embed.weight / query_embed.weight")
-    def count(prefix): return len({k[len(prefix):].split('.')[0] for k in sd if k.startswith(prefix)})
-    body = 'backbone.0.body.'
-    key = (f'{body}layer1.0.conv3.weight' in sd, count(f'{body}layer3.'))
-    if key not in RESNET_DEPTH: raise ValueError(f"unknown backbone in state dict (bottleneck, layer3 blocks) = {key}")
-    num_queries, hidden_dim = sd['query_embed.weight'].shape
-    enc, dec = count('transformer.encoder.layers.'), count('transformer.decoder.layers.')
-    return dict(num_classes=sd['class_embed.weight'].shape[0] - 1, backbone=RESNET_DEPTH[key],
-                position_embedding='learned' if 'backbone.1.row_embed.weight' in sd else 'sine',
-                hidden_dim=hidden_dim, enc_layers=enc, dec_layers=dec,
-                dim_feedforward=sd['transformer.decoder.layers.0.linear1.weight'].shape[0],
-                num_queries=num_queries, pre_norm='transformer.encoder.norm.weight' in sd,
-                backbone_norm='batch' if f'{body}bn1.num_batches_tracked' in sd else 'frozen',
-                last_stage=4 if any(k.startswith(f'{body}layer4.') for k in sd) else 3)
-
-def read_checkpoint(path_or_url:str|Path, # local path, file:// or http(s):// URL
-                    progress:bool=True,
-                   ) -> tuple[dict, dict]:
-    "Read a checkpoint safely: (state dict, the whole checkpoint dictionary)."
-    s = str(path_or_url)
-    path = cached_download(s, progress) if re.match(r'^(https?|file)://', s) else Path(s)
-    if not path.exists(): raise FileNotFoundError(f"checkpoint not found: {path}")
-    if path.is_dir(): raise IsADirectoryError(f"checkpoint {path} is a folder, not a file")
-    allowed = [argparse.Namespace]  # the original training checkpoints pickle their arguments
-    safe = torch.serialization.safe_globals(allowed) if hasattr(torch.serialization, 'safe_globals') else contextlib.nullcontext()
-    try:
-        with safe: ckpt = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:   # truncated, not a checkpoint, or a pickle that asks to run code (refused, never run)
-        raise ValueError(f"cannot read checkpoint {path}: it is truncated, not a PyTorch checkpoint, or holds objects "
-                         f"other than tensors and plain values ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
-    if isinstance(ckpt, dict) and isinstance(ckpt.get('model'), dict): sd = ckpt['model']
-    elif isinstance(ckpt, dict) and ckpt and all(isinstance(v, Tensor) for v in ckpt.values()): sd, ckpt = ckpt, {}
-    else: raise ValueError(f"{path.name} is not a DETR checkpoint: expected {{'model': state_dict, ...}} or a state dict")
-    if all(k.startswith('module.') for k in sd): sd = {k[len('module.'):]: v for k, v in sd.items()}  # saved from DDP
-    return sd, ckpt
-
-def load_exactly(model:nn.Module, # the model to load into
-                 sd:dict, # its state dict
-                 hint:str='', # what to do about a mismatch, put into the message
-                ) -> None:
-    "`model.load_state_dict(sd, strict=True)`; a mismatch is a ValueError with the start of PyTorch's (very long) list."
-    try: model.load_state_dict(sd, strict=True)
-    except RuntimeError as e:
-        raise ValueError(f"checkpoint does not fit the model{hint}: {' '.join(str(e).split())[:300]}") from None
-
-def load_checkpoint(path_or_url:str|Path, # local path, file:// or http(s):// URL of a checkpoint
-                    model:DETR|None=None, # load into this model; None: build one that fits the checkpoint
-                    num_classes:int|None=None, # K for a new model; differs from the checkpoint's: fresh class head
-                    progress:bool=True, # progress bar when downloading
-                    **kwargs, # `build_detr` arguments for a new model (e.g. nheads, dilation, lr_backbone)
-                   ) -> DETR:
-    "Load a DETR checkpoint (original or `detr_train` format), building the model if none is given."
-    sd, ckpt = read_checkpoint(path_or_url, progress)
-    ckpt_classes = sd['class_embed.weight'].shape[0] - 1 if 'class_embed.weight' in sd else None
-    if model is None:
-        cfg = config_from_state_dict(sd)
-        args = ckpt.get('args')
-        args = vars(args) if isinstance(args, argparse.Namespace) else args if isinstance(args, dict) else {}
-        cfg.update({k: args[k] for k in ('nheads', 'dilation') if k in args})
-        if 'dilation' not in args and 'dc5' in Path(str(path_or_url)).name: cfg['dilation'] = True
-        cfg.update(kwargs)
-        if num_classes is not None: cfg['num_classes'] = num_classes
-        model = build_detr(**cfg)
-    elif kwargs: raise ValueError(f"build arguments {sorted(kwargs)} only apply when no model is given")
-    K = model.class_embed.out_features - 1
-    if num_classes is not None and num_classes != K:
-        raise ValueError(f"num_classes={num_classes} but the given model has {K} classes")
-    if K == ckpt_classes:
-        load_exactly(model, sd)
-        return model
-    missing, unexpected = model.load_state_dict({k: v for k, v in sd.items() if not k.startswith('class_embed.')}, strict=False)
-    if sorted(missing) != ['class_embed.bias', 'class_embed.weight'] or unexpected:
-        raise ValueError(f"checkpoint does not fit the model: missing {missing}, unexpected {unexpected}")
-    warnings.warn(f"the checkpoint has {ckpt_classes} classes and the model {K}: loaded every weight except "
-                  f"class_embed, which is freshly initialised and must be trained")
-    return model
-
-# %% ../nbs/05_transformer.ipynb #c3ad3909
-def _released(name:str, pretrained:bool, num_classes:int, progress:bool) -> DETR:
-    fname, kw = CHECKPOINTS[name]
-    model = build_detr(num_classes=num_classes, **kw)
-    return load_checkpoint(DETR_URL + fname, model=model, progress=progress) if pretrained else model
-
-def detr_resnet50(pretrained:bool=False, num_classes:int=91, progress:bool=True) -> DETR:
-    "DETR with a ResNet-50 backbone (42.0 AP on COCO, paper Table 1); `pretrained` loads the released weights."
-    return _released('detr_resnet50', pretrained, num_classes, progress)
-
-def detr_resnet50_dc5(pretrained:bool=False, num_classes:int=91, progress:bool=True) -> DETR:
-    "DETR-DC5 with a dilated ResNet-50 (43.3 AP); `pretrained` loads the released weights."
-    return _released('detr_resnet50_dc5', pretrained, num_classes, progress)
-
-def detr_resnet101(pretrained:bool=False, num_classes:int=91, progress:bool=True) -> DETR:
-    "DETR with a ResNet-101 backbone (43.5 AP); `pretrained` loads the released weights."
-    return _released('detr_resnet101', pretrained, num_classes, progress)
-
-def detr_resnet101_dc5(pretrained:bool=False, num_classes:int=91, progress:bool=True) -> DETR:
-    "DETR-DC5 with a dilated ResNet-101 (44.9 AP); `pretrained` loads the released weights."
-    return _released('detr_resnet101_dc5', pretrained, num_classes, progress)
-
-# %% ../nbs/05_transformer.ipynb #6c8c35f0
-def _attention_of(model:DETR, images, attn:MultiheadAttention) -> tuple[Tensor, Tensor, dict]:
-    "Run `model` keeping the weights of `attn` only: (weights [B, L_q, HW], feature mask [B, H, W], outputs)."
-    samples, fmask = to_nested(images), {}
-    hook = model.backbone.register_forward_hook(lambda mod, args, out: fmask.update(mask=out[0][-1].mask))
-    try:
-        with torch.no_grad(), keep_attention_weights(attn):
-            out = model(samples)
-            weights = attn.attn_weights  # (B, L_q, HW)
-    finally: hook.remove()
-    return weights, fmask['mask'], out
-
-def decoder_cross_attention(model:DETR,
-                            images, # NestedTensor, [B, 3, H0, W0] tensor or list of [3, H, W] images
-                            return_outputs:bool=False, # also return the model's outputs
-                           ):
-    "Last decoder layer's cross-attention of each query over the feature map: [B, N, H, W], summing to 1 per query."
-    w, fmask, out = _attention_of(model, images, model.transformer.decoder.layers[-1].multihead_attn)
-    B, H, W = fmask.shape
-    maps = w.reshape(B, w.shape[1], H, W)  # (B, N, H, W)
-    return (maps, out) if return_outputs else maps
-
-def encoder_self_attention(model:DETR,
-                           images, # NestedTensor, [B, 3, H0, W0] tensor or list of [3, H, W] images
-                           points:list, # P pixels (y, x) in the padded batch
-                          ) -> Tensor: # [B, P, H, W]
-    "Last encoder layer's self-attention from the feature cell under each pixel in `points`: [B, P, H, W]."
-    samples = to_nested(images)
-    H0, W0 = samples.tensors.shape[-2:]
-    for y, x in points:
-        if not (0 <= y < H0 and 0 <= x < W0): raise ValueError(f"point (y={y}, x={x}) is outside the {H0}x{W0} batch")
-    w, fmask, _ = _attention_of(model, samples, model.transformer.encoder.layers[-1].self_attn)
-    B, H, W = fmask.shape
-    rows = [int(y * H / H0) * W + int(x * W / W0) for y, x in points]  # token index h * W + w of each point
-    return w[:, rows].reshape(B, len(points), H, W)  # (B, P, H, W)
-
-# %% ../nbs/05_transformer.ipynb #e2eeafd9
-def to_picture(image:Tensor, # [3, H, W] normalized with the ImageNet statistics
-              ) -> Tensor: # [H, W, 3] in [0, 1], for imshow
-    "Undo the ImageNet normalization of an image tensor for display."
-    mean, std = torch.tensor(IMAGENET_MEAN)[:, None, None], torch.tensor(IMAGENET_STD)[:, None, None]
-    return (image.detach().cpu() * std + mean).clamp(0, 1).permute(1, 2, 0)
-
-def plot_decoder_attention(image:Tensor, # [3, h, w] one normalized image (unpadded)
-                           maps:Tensor, # [Q, H, W] maps of the queries to draw
-                           boxes:Tensor|None=None, # [Q, 4] normalized (cx, cy, w, h) boxes of those queries
-                           padded_hw:tuple|None=None, # (H0, W0) of the batch the maps come from; default the image's
-                           titles:list|None=None, # one title per query
-                           fname:str|Path|None=None, # save the figure here (dpi 80)
-                          ):
-    "Draw each query's cross-attention map above the image with its box; return the figure."
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
-    h, w = image.shape[-2:]
-    H0, W0 = padded_hw or (h, w)
-    Q = len(maps)
-    fig, axs = plt.subplots(2, Q, figsize=(2.2 * Q, 4.2), squeeze=False)
-    for i in range(Q):
-        axs[0, i].imshow(maps[i].cpu(), extent=(0, W0, H0, 0), cmap='viridis')
-        axs[0, i].set_xlim(0, w); axs[0, i].set_ylim(h, 0)
-        axs[0, i].set_title(titles[i] if titles else f'query {i}', fontsize=8)
-        axs[1, i].imshow(to_picture(image))
-        if boxes is not None:
-            cx, cy, bw, bh = (boxes[i].cpu() * torch.tensor([w, h, w, h])).tolist()
-            axs[1, i].add_patch(Rectangle((cx - bw / 2, cy - bh / 2), bw, bh, fill=False, ec='red', lw=1.5))
-    for a in axs.flat: a.axis('off')
-    fig.tight_layout()
-    if fname is not None: fig.savefig(fname, dpi=80)
-    return fig
-
-def plot_encoder_attention(image:Tensor, # [3, h, w] one normalized image (unpadded)
-                           maps:Tensor, # [P, H, W] self-attention maps of the chosen pixels
-                           points:list, # the P pixels (y, x)
-                           padded_hw:tuple|None=None, # (H0, W0) of the batch the maps come from; default the image's
-                           fname:str|Path|None=None, # save the figure here (dpi 80)
-                          ):
-    "Draw the image with the chosen pixels and the encoder self-attention map of each; return the figure."
-    import matplotlib.pyplot as plt
-    h, w = image.shape[-2:]
-    H0, W0 = padded_hw or (h, w)
-    P = len(points)
-    fig, axs = plt.subplots(1, P + 1, figsize=(2.4 * (P + 1), 2.4), squeeze=False)
-    axs[0, 0].imshow(to_picture(image))
-    for i, (y, x) in enumerate(points):
-        axs[0, 0].plot(x, y, 'o', ms=6, mec='white', mfc=f'C{i}')
-        axs[0, i + 1].imshow(maps[i].cpu(), extent=(0, W0, H0, 0), cmap='viridis')
-        axs[0, i + 1].plot(x, y, 'o', ms=6, mec='white', mfc=f'C{i}')
-        axs[0, i + 1].set_xlim(0, w); axs[0, i + 1].set_ylim(h, 0)
-        axs[0, i + 1].set_title(f'pixel (y={y}, x={x})', fontsize=8)
-    for a in axs.flat: a.axis('off')
-    fig.tight_layout()
-    if fname is not None: fig.savefig(fname, dpi=80)
-    return fig
+def __getattr__(name):
+    "Names that moved to the appendices still import from here (`from annotated_detr.transformer import load_checkpoint`)."
+    import importlib
+    for mod, names in _MOVED.items():
+        if name in names: return getattr(importlib.import_module(mod), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
