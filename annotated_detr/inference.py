@@ -36,14 +36,14 @@ COCO_CLASSES = _coco_classes()  # index = COCO category id (0 ... 90); 'N/A' for
 
 # %% ../nbs/appendix/inference.ipynb #c614a541
 def _to_pil(image):
-    "A path, PIL image or [3, H, W] tensor (float in [0, 1] or uint8) as an RGB PIL image."
+    "A path, PIL image or [3, H, W] tensor (float in [0, 1] or uint8) as an RGB PIL image, upright by its EXIF orientation."
     from pathlib import Path
-    from PIL import Image
+    from PIL import Image, ImageOps
     from torchvision.transforms.functional import to_pil_image
     if isinstance(image, (str, Path)):
         if not Path(image).exists(): raise FileNotFoundError(f"no image file at {image}")
-        return Image.open(image).convert('RGB')
-    if isinstance(image, Image.Image): return image.convert('RGB')
+        with Image.open(image) as im: return ImageOps.exif_transpose(im).convert('RGB')
+    if isinstance(image, Image.Image): return ImageOps.exif_transpose(image).convert('RGB')
     if isinstance(image, Tensor):
         if image.ndim != 3 or image.shape[0] not in (1, 3):
             raise ValueError(f"an image tensor must be [3, H, W] (or [1, H, W]), got {list(image.shape)}")
@@ -59,7 +59,7 @@ def detect(model:nn.Module, # a DETR model: images -> {'pred_logits', 'pred_boxe
            class_names:list|None=None, # name per label; None: COCO names for 91 classes, else the label number
            transform=None, # callable(image, target) -> (tensor, target); None: make_coco_transforms('val')
           ) -> list:
-    "Per image a list of {'box': [x0, y0, x1, y1] pixels, 'label', 'name', 'score'}, best first."
+    "Per image a dict of tensors `boxes` [n, 4] (x0, y0, x1, y1 pixels), `scores` [n], `labels` [n], and `names`; best first."
     from annotated_detr.data import make_coco_transforms, coco_to_target
     if not 0 <= threshold <= 1: raise ValueError(f"threshold must be in [0, 1], got {threshold}")
     if not isinstance(images, (list, tuple)): images = [images]
@@ -69,50 +69,46 @@ def detect(model:nn.Module, # a DETR model: images -> {'pred_logits', 'pred_boxe
         from annotated_detr.export import OnnxDETR
         model = OnnxDETR(model)
     device = next(model.parameters(), torch.empty(0)).device          # an OnnxDETR has no parameters: CPU
-    postprocess, was_training = PostProcess(), model.training
-    results = []
+    was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            for img in pil_images:
-                x, _ = transform(img, coco_to_target([], 0, img.size))       # (3, H, W) normalized
-                out = model([x.to(device)])
-                K1 = out['pred_logits'].shape[-1]
-                names = class_names if class_names is not None else (COCO_CLASSES if K1 == 92 else None)
-                r = postprocess(out, torch.tensor([[img.height, img.width]], device=device))[0]
-                keep = (r['scores'] > threshold).nonzero()[:, 0]
-                keep = keep[r['scores'][keep].argsort(descending=True)]
-                results.append([{'box': r['boxes'][k].tolist(), 'label': int(r['labels'][k]),
-                                 'name': names[int(r['labels'][k])] if names is not None and int(r['labels'][k]) < len(names)
-                                         else str(int(r['labels'][k])),
-                                 'score': float(r['scores'][k])} for k in keep.tolist()])
+            xs = [transform(img, coco_to_target([], 0, img.size))[0].to(device) for img in pil_images]  # (3, H_i, W_i)
+            out = model(xs)                                           # one pass, padded to the largest as in 01
+            sizes = torch.tensor([[img.height, img.width] for img in pil_images], device=device)
+            per_image = PostProcess()(out, sizes)
     finally:
         model.train(was_training)
+    K1 = out['pred_logits'].shape[-1]
+    names = class_names if class_names is not None else (COCO_CLASSES if K1 == 92 else None)
+    results = []
+    for r in per_image:
+        keep = (r['scores'] > threshold).nonzero()[:, 0]
+        keep = keep[r['scores'][keep].argsort(descending=True)]
+        labels = r['labels'][keep]
+        results.append({'boxes': r['boxes'][keep], 'scores': r['scores'][keep], 'labels': labels,
+                        'names': [names[l] if names is not None and l < len(names) else str(l) for l in labels.tolist()]})
     return results
 
 # %% ../nbs/appendix/inference.ipynb #881c96e8
 def draw_detections(image, # a path, PIL image or [3, H, W] tensor in [0, 1]
-                    detections:list, # one image's list of dicts from `detect`
+                    detections:dict, # one image's result of `detect`: boxes, scores, labels, names
                     path=None, # where to save the drawing (format from the extension), or None
                    ):
     "A copy of `image` with each detection's box, name and score drawn on it (a PIL image)."
-    from PIL import ImageDraw
-    img = _to_pil(image).copy()
-    draw = ImageDraw.Draw(img)
+    from torchvision.transforms.functional import pil_to_tensor, to_pil_image
+    from torchvision.utils import draw_bounding_boxes
+    img = _to_pil(image)
     palette = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
                (240, 50, 230), (210, 245, 60), (0, 128, 128), (170, 110, 40)]
-    width = max(2, round(min(img.size) / 200))
-    for d in detections:
-        color = palette[d['label'] % len(palette)]
-        x0, y0, x1, y1 = d['box']
-        draw.rectangle([x0, y0, x1, y1], outline=color, width=width)
-        text = f"{d['name']} {d['score']:.2f}"
-        tx0, ty0, tx1, ty1 = draw.textbbox((x0, y0), text)
-        ty = y0 - (ty1 - ty0) - 2 if y0 - (ty1 - ty0) - 2 >= 0 else y0
-        draw.rectangle([x0, ty, x0 + (tx1 - tx0) + 4, ty + (ty1 - ty0) + 2], fill=color)
-        draw.text((x0 + 2, ty), text, fill=(255, 255, 255))
-    if path is not None: img.save(path)
-    return img
+    d = detections
+    texts = [f"{n} {s:.2f}" for n, s in zip(d['names'], d['scores'].tolist())]
+    colors = [palette[l % len(palette)] for l in d['labels'].tolist()]
+    drawn = draw_bounding_boxes(pil_to_tensor(img), d['boxes'].detach().cpu().reshape(-1, 4), labels=texts, colors=colors,
+                                width=max(2, round(min(img.size) / 200)))
+    out = to_pil_image(drawn)
+    if path is not None: out.save(path)
+    return out
 
 # %% ../nbs/appendix/inference.ipynb #960f38fc
 def model_from_flags(checkpoint:str|None=None, # checkpoint path or URL; None: the released weights
@@ -173,8 +169,9 @@ def detect_cli(argv:list|None=None, # command-line arguments; None: sys.argv[1:]
         else: Path(args.out).mkdir(parents=True, exist_ok=True); out = Path(args.out) / (src.stem + '_detr.png')
         draw_detections(image, dets, out)
         results.append(dets)
-        print(f"{image}: {len(dets)} detections -> {out}")
-        for d in dets: print(f"  {d['name']:>16s} {d['score']:.3f} [{', '.join(f'{v:.1f}' for v in d['box'])}]")
+        print(f"{image}: {len(dets['labels'])} detections -> {out}")
+        for n, s, b in zip(dets['names'], dets['scores'].tolist(), dets['boxes'].tolist()):
+            print(f"  {n:>16s} {s:.3f} [{', '.join(f'{v:.1f}' for v in b)}]")
     if failed:
         print(f"detr_detect: skipped {len(failed)} of {len(args.images)} image(s): "
               + '; '.join(f'{k}: {v}' for k, v in failed.items()), file=sys.stderr)
