@@ -141,7 +141,7 @@ def _check_outputs(outputs:dict, epoch:int, step:int, last_good:str, device) -> 
         raise FloatingPointError(f"the model's outputs are not finite at epoch {epoch}, step {step}: stopping training "
                                  f"(the weights diverged; try a lower --lr or --lr_backbone); {last_good}")
 
-# %% ../nbs/07_train.ipynb #243e9f1c
+# %% ../nbs/07_train.ipynb #e7c4f71e
 def train_one_epoch(model:nn.Module, # DETR, possibly wrapped in DistributedDataParallel
                     criterion:nn.Module, # SetCriterion
                     data_loader:DataLoader, # yields (NestedTensor, targets)
@@ -265,7 +265,7 @@ def evaluate(model:nn.Module, # DETR, possibly wrapped in DistributedDataParalle
     out['coco_eval_bbox'] = [float(s) for s in stats]
     return out
 
-# %% ../nbs/07_train.ipynb #ae527e9b
+# %% ../nbs/07_train.ipynb #67bdcb69
 def _in_notebook() -> bool:
     "True inside IPython/Jupyter (where __name__ is also '__main__')."
     try:
