@@ -13,17 +13,18 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, BatchSampler, Dataset
 from torch.nn.parallel import DistributedDataParallel
 from .nested_tensor import NestedTensor, collate_fn
-from .data import build_dataset
+from .data import build_dataset, CocoDetection, DATASET_DEFAULTS, make_coco_transforms
 from .transformer import load_checkpoint, load_exactly, cached_download
 from .train import (build_training, make_optimizer, train_one_epoch, evaluate, coco_of, COCO_STAT_NAMES,
                                   get_world_size, get_rank, is_main_process, amp_enabled, _to_float, _in_notebook)
 
 # %% auto #0
-__all__ = ['PRESETS', 'DEFAULT_SHAPES_PATH', 'OneLineParser', 'get_args_parser', 'parse_args', 'init_distributed',
+__all__ = ['PRESETS', 'SPLIT_FLAGS', 'DEFAULT_SHAPES_PATH', 'OneLineParser', 'get_args_parser', 'parse_args', 'init_distributed',
            'seed_everything', 'epoch_seed', 'make_loaders', 'SkipUnreadable', 'Targets', 'collate_skipping',
-           'plain_args', 'save_checkpoint', 'load_training_checkpoint', 'read_log', 'plot_history', 'draw_predictions',
-           'format_coco_stats', 'data_root', 'check_labels', 'default_num_classes', 'dataset_report', 'format_report',
-           'check_finite', 'apply_optimizer_flags', 'write_log', 'validate_args', 'main', 'free_port', 'cli']
+           'plain_args', 'save_checkpoint', 'kept_checkpoint_name', 'load_training_checkpoint', 'read_log',
+           'plot_history', 'draw_predictions', 'format_coco_stats', 'split_files', 'data_root', 'check_labels',
+           'default_num_classes', 'dataset_report', 'format_report', 'check_finite', 'apply_optimizer_flags',
+           'write_log', 'validate_args', 'main', 'free_port', 'cli']
 
 # %% ../nbs/appendix/train_command.ipynb #ed20b7b3
 PRESETS = {
@@ -90,6 +91,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument('--preset', default=None, choices=sorted(PRESETS), help='a named set of defaults, e.g. quickstart')
     g.add_argument('--dataset', '--dataset_file', dest='dataset', default=None, choices=('shapes', 'coco'),
                    help="generated shapes or COCO (--dataset_file is the original's name); default: coco with --coco_path, else shapes")
+    g.add_argument('--train_ann', default=None, help="a COCO-format annotation file for training, e.g. a Roboflow export's train/_annotations.coco.json")
+    g.add_argument('--train_images', default=None, help='the folder of the training images (default: the folder of --train_ann)')
+    g.add_argument('--val_ann', default=None, help='a COCO-format annotation file for validation')
+    g.add_argument('--val_images', default=None, help='the folder of the validation images (default: the folder of --val_ann)')
     g.add_argument('--num_classes', default=None, type=int, help='K; default: largest category id + 1')
     g.add_argument('--scales', default=None, type=int, nargs='+', help='training sizes of the shorter side')
     g.add_argument('--max_size', default=None, type=int, help='cap on the longer side')
@@ -116,6 +121,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 # %% ../nbs/appendix/train_command.ipynb #90f39a28
+SPLIT_FLAGS = ('train_ann', 'train_images', 'val_ann', 'val_images')
+
 def parse_args(argv:list|None=None, # command-line words; None reads sys.argv
               ) -> argparse.Namespace:
     "Parse `argv`; a `--preset` replaces the defaults, and flags given explicitly still win."
@@ -127,6 +134,8 @@ def parse_args(argv:list|None=None, # command-line words; None reads sys.argv
     typed = get_args_parser()                       # the same flags with no defaults: only what was typed is set
     for action in typed._actions: action.default = argparse.SUPPRESS
     args.given_flags = sorted(vars(typed.parse_args(argv)))
+    files = any(getattr(args, f) for f in SPLIT_FLAGS)
+    if files and 'dataset' not in args.given_flags: args.dataset = 'coco'      # annotation files: a COCO-format dataset
     # the original script's meaning: --coco_path alone means COCO, and a COCO run starts from ImageNet weights
     # (unless a whole DETR is loaded with --pretrained, whose backbone replaces them anyway)
     if args.dataset is None: args.dataset = 'coco' if args.coco_path else 'shapes'
@@ -239,6 +248,12 @@ def save_checkpoint(obj:dict, # what to save
         if tmp.exists(): tmp.unlink()
     return path
 
+def kept_checkpoint_name(epoch:int, # the epoch just trained, from 0
+                         lr_drop:int, # --lr_drop
+                        ) -> str|None:
+    "The extra checkpoint kept after `epoch`, as the original does: before the learning-rate drop and every 100 epochs."
+    return f'checkpoint{epoch:04}.pth' if (lr_drop > 0 and (epoch + 1) % lr_drop == 0) or (epoch + 1) % 100 == 0 else None
+
 def load_training_checkpoint(path:str|Path, # a checkpoint.pth written by `detr_train` or the original script
                             ) -> dict:
     "Read a checkpoint (path, file:// or http(s):// URL) with weights_only=True; a missing, corrupt or incomplete file gives a clear error."
@@ -343,14 +358,30 @@ def format_coco_stats(stats, # the twelve numbers of `coco_evaluate`
 # %% ../nbs/appendix/train_command.ipynb #55294610
 DEFAULT_SHAPES_PATH = Path('~/.cache/annotated_detr/shapes')
 
-def data_root(args:argparse.Namespace, # uses .dataset, .coco_path, .eval
-             ) -> Path:
-    "The dataset folder; for COCO, check that the images and annotations `detr_train` needs are there."
+def split_files(args:argparse.Namespace, # uses .{split}_ann and .{split}_images
+                split:str, # 'train' or 'val'
+               ) -> tuple|None:
+    "`(image folder, annotation file)` of `split` given by --{split}_images/--{split}_ann, or None (the --coco_path layout)."
+    ann, images = getattr(args, f'{split}_ann', None), getattr(args, f'{split}_images', None)
+    if ann is None and images is None: return None
+    if ann is None: raise ValueError(f"--{split}_images needs --{split}_ann, the COCO-format annotation file of those images")
+    ann = Path(ann).expanduser()
+    images = Path(images).expanduser() if images else ann.parent
+    if not ann.is_file(): raise FileNotFoundError(f"--{split}_ann {ann}: no such file")
+    if not images.is_dir(): raise FileNotFoundError(f"--{split}_images {images}: no such folder")
+    return images, ann
+
+def data_root(args:argparse.Namespace, # uses .dataset, .coco_path, .eval and the split files
+             ) -> Path|None:
+    "The dataset folder (None if every split is given as files); for COCO, check that what `detr_train` needs is there."
+    layout = [s for s in (['val'] if args.eval else ['train', 'val']) if split_files(args, s) is None]
+    if not layout and not args.coco_path: return None
     if args.coco_path: root = Path(args.coco_path).expanduser()
     elif args.dataset == 'shapes': root = DEFAULT_SHAPES_PATH.expanduser()
-    else: raise ValueError("--dataset coco needs --coco_path, the folder holding train2017/, val2017/ and annotations/")
+    else: raise ValueError("--dataset coco needs --coco_path, the folder holding train2017/, val2017/ and annotations/ "
+                           "(or --train_ann and --val_ann, the annotation files of a COCO-format export)")
     if args.dataset == 'coco':
-        for split in (['val'] if args.eval else ['train', 'val']):
+        for split in layout:
             for p in (root/f'{split}2017', root/'annotations'/f'instances_{split}2017.json'):
                 if not p.exists(): raise FileNotFoundError(f"--coco_path {root}: {p} is missing")
     return root
@@ -491,18 +522,30 @@ def validate_args(args:argparse.Namespace, # flags from `parse_args`
     try: device = torch.device(args.device)
     except RuntimeError: raise ValueError(f"--device {args.device!r}: not a device PyTorch knows (e.g. cpu, cuda, cuda:1)") from None
     need(device.type != 'cuda' or torch.cuda.is_available(), 'device', 'no CUDA device is available here')
+    if args.dataset == 'shapes' and any(getattr(args, f, None) for f in SPLIT_FLAGS):
+        raise ValueError("--train_ann/--val_ann/--train_images/--val_images name a COCO-format dataset: leave out --dataset shapes")
     for flag in ('resume', 'pretrained'):
         v = getattr(args, flag)
         if v and '://' not in str(v) and not Path(v).expanduser().is_file():
             raise FileNotFoundError(f"--{flag} {v}: no such file")
 
+def _transforms(args, split, scales):
+    "The transforms of `split` at `scales`, the dataset kind's defaults for what no flag sets (as `build_dataset` does)."
+    d = DATASET_DEFAULTS[args.dataset]
+    return make_coco_transforms(split, scales=d['scales'] if scales is None else scales,
+                                max_size=d['max_size'] if args.max_size is None else args.max_size,
+                                crop_resize=d['crop_resize'], crop_size=d['crop_size'])
+
 def _build_data(args, root):
     "The training and validation datasets (the training one is None with --eval)."
-    kw = dict(dataset=args.dataset, max_size=args.max_size)
-    ds_val = build_dataset('val', root, scales=[args.val_size] if args.val_size else args.scales, **kw)
+    def split(name, scales):
+        files = split_files(args, name)
+        if files is None: return build_dataset(name, root, scales=scales, dataset=args.dataset, max_size=args.max_size)
+        return CocoDetection(*files, transforms=_transforms(args, name, scales))
+    ds_val = split('val', [args.val_size] if args.val_size else args.scales)
     if args.eval: return None, ds_val
-    ds_train = build_dataset('train', root, scales=args.scales, **kw)
-    if not args.augment: ds_train.transforms = build_dataset('val', root, scales=args.scales, **kw).transforms
+    ds_train = split('train', args.scales)
+    if not args.augment: ds_train.transforms = _transforms(args, 'val', args.scales)
     return ds_train, ds_val
 
 def main(args:argparse.Namespace, # flags from `parse_args`
@@ -569,7 +612,7 @@ def _main(args):
         _log.info(f"evaluation: AP {record['test_coco_eval_bbox'][0]:.3f}, AP50 {record['test_coco_eval_bbox'][1]:.3f}")
         return record
 
-    _log.info(f"training {n_parameters:,} parameters on {len(ds_train)} images ({args.dataset} at {root}), "
+    _log.info(f"training {n_parameters:,} parameters on {len(ds_train)} images ({args.dataset} at {root or ds_train.ann_file}), "
                 f"{num_classes} classes, {get_world_size()} process(es), device {device}")
     budget = args.time_budget * 60 if args.time_budget else None
     probe = collate_fn([ds_val[i] for i in range(min(2, len(ds_val)))])[0].to(device)   # for the check before each save
@@ -596,9 +639,11 @@ def _main(args):
                   'train_time': round(trained, 2)}
         records.append(record)
         if out is not None and main_proc:   # the checkpoint carries the log, so that the two agree after any kill
-            save_checkpoint({'model': model.state_dict(), 'optimizer': optimizer.state_dict(),
-                             'lr_scheduler': lr_scheduler.state_dict(), 'epoch': epoch, 'args': plain_args(args),
-                             'log': history + records}, out/'checkpoint.pth')
+            state = {'model': model.state_dict(), 'optimizer': optimizer.state_dict(),
+                     'lr_scheduler': lr_scheduler.state_dict(), 'epoch': epoch, 'args': plain_args(args),
+                     'log': history + records}
+            save_checkpoint(state, out/'checkpoint.pth')
+            if extra := kept_checkpoint_name(epoch, args.lr_drop): save_checkpoint(state, out/extra)
             last_good = f"{out/'checkpoint.pth'} holds the weights after epoch {epoch}"
             with open(out/'log.txt', 'a') as f: f.write(json.dumps(record) + '\n')
         if train_stats.get('skipped_images'):
