@@ -14,12 +14,14 @@ from .backbone import Backbone
 from .speed import fuse_frozen_bn, ConvWithFrozenBN, FrozenBNInConv
 from .position_encoding import PositionEmbeddingSine, PositionEmbeddingLearned
 from .joiner import Joiner, build_backbone
-from .transformer import (DETR, Transformer, build_detr, load_checkpoint, detr_resnet50,
-                                        detr_resnet50_dc5, detr_resnet101, detr_resnet101_dc5,
-                                        decoder_cross_attention, encoder_self_attention, keep_attention_weights)
-from .matcher_loss import (HungarianMatcher, SetCriterion, PostProcess, build_criterion,
-                                         detect, draw_detections, COCO_CLASSES)
-from .train import get_args_parser, train_one_epoch, evaluate, main as train_main
+from .transformer import DETR, Transformer, build_detr, keep_attention_weights
+from .checkpoints import (load_checkpoint, detr_resnet50, detr_resnet50_dc5, detr_resnet101,
+                                        detr_resnet101_dc5)
+from .matcher_loss import HungarianMatcher, SetCriterion, PostProcess, build_criterion
+from .inference import (detect, draw_detections, COCO_CLASSES, decoder_cross_attention,
+                                      encoder_self_attention)
+from .train import train_one_epoch, evaluate
+from .train_command import get_args_parser, main as train_main
 from .segmentation import (DETRsegm, build_segmentation_criterion, PostProcessSegm, PostProcessPanoptic,
                                          detr_resnet50_panoptic, detr_resnet50_dc5_panoptic, detr_resnet101_panoptic,
                                          segment, draw_segments)

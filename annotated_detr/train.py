@@ -4,243 +4,22 @@
 
 # %% ../nbs/07_train.ipynb #062fae2e
 from __future__ import annotations
-import argparse, contextlib, errno, io, json, logging, math, os, random, socket, sys, tempfile, time, warnings
+import argparse, contextlib, io, math, sys, time, warnings
 from collections import defaultdict
-from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn, Tensor
-from torch.utils.data import DataLoader, DistributedSampler, BatchSampler, Dataset, Subset
-from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.ops import box_convert
 from tqdm import tqdm
-from .nested_tensor import NestedTensor, collate_fn
-from .data import build_dataset, make_shapes_dataset, CocoDetection
-from .transformer import build_detr, load_checkpoint, load_exactly, cached_download
+from .transformer import build_detr
 from .matcher_loss import build_criterion, PostProcess
 
 # %% auto #0
-__all__ = ['PRESETS', 'COCO_STAT_NAMES', 'DEFAULT_SHAPES_PATH', 'OneLineParser', 'get_args_parser', 'parse_args',
-           'get_world_size', 'get_rank', 'is_main_process', 'init_distributed', 'reduce_mean', 'all_gather',
-           'seed_everything', 'epoch_seed', 'make_loaders', 'SkipUnreadable', 'Targets', 'collate_skipping',
-           'build_training', 'param_groups', 'make_optimizer', 'cpu_has_native_bf16', 'amp_enabled', 'train_one_epoch',
-           'to_coco_results', 'coco_evaluate', 'format_coco_stats', 'coco_of', 'evaluate', 'plain_args',
-           'save_checkpoint', 'load_training_checkpoint', 'read_log', 'plot_history', 'draw_predictions', 'data_root',
-           'check_labels', 'default_num_classes', 'dataset_report', 'format_report', 'check_finite',
-           'apply_optimizer_flags', 'write_log', 'validate_args', 'main', 'free_port', 'cli']
-
-# %% ../nbs/07_train.ipynb #ed20b7b3
-PRESETS = {
-    # Trains a small DETR from scratch on the generated shapes on a CPU for 10 minutes (see 'The quick start').
-    'quickstart': dict(dataset='shapes', backbone='resnet18', backbone_norm='batch', last_stage=3, amp=True,
-                       lr=2e-4, lr_backbone=2e-4, batch_size=8,
-                       hidden_dim=128, nheads=4, enc_layers=2, dec_layers=2, dim_feedforward=256, dropout=0.0,
-                       num_queries=6, scales=[128], max_size=160, val_size=128, augment=False, num_workers=0,
-                       epochs=1000, lr_drop=1000, warmup_steps=100, time_budget=10.0, lr_drop_time=0.8),
-    # The paper's recipe on COCO (§4), with ImageNet weights for the backbone.
-    'coco': dict(dataset='coco', weights_backbone='IMAGENET1K_V1'),
-}
-
-# %% ../nbs/07_train.ipynb #4db2a1f5
-class OneLineParser(argparse.ArgumentParser):
-    "An ArgumentParser whose errors are one line on stderr (no usage block), exit status 2."
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} ({self.prog} -h lists the flags)\n")
-
-def get_args_parser() -> argparse.ArgumentParser:
-    "The flags of `detr_train`: the original script's names and defaults (the paper's recipe), then ours."
-    p = OneLineParser('detr_train', description='Train and evaluate DETR (annotated_detr).')
-    a = p.add_argument
-    g = p.add_argument_group('optimization (paper §4 and appendix A.4)')
-    g.add_argument('--lr', default=1e-4, type=float, help='learning rate of the transformer and heads')
-    g.add_argument('--lr_backbone', default=1e-5, type=float, help='learning rate of the backbone; <= 0 freezes it')
-    g.add_argument('--batch_size', default=2, type=int, help='images per process')
-    g.add_argument('--weight_decay', default=1e-4, type=float)
-    g.add_argument('--epochs', default=300, type=int)
-    g.add_argument('--lr_drop', default=200, type=int, help='divide the learning rate by 10 after this many epochs')
-    g.add_argument('--clip_max_norm', default=0.1, type=float, help='gradient clipping max norm (0: off)')
-    g = p.add_argument_group('model')
-    g.add_argument('--backbone', default='resnet50', type=str, help='resnet18, resnet34, resnet50 or resnet101')
-    g.add_argument('--dilation', action='store_true', help='DC5: dilate the last stage (stride 16)')
-    g.add_argument('--position_embedding', default='sine', choices=('sine', 'learned'))
-    g.add_argument('--enc_layers', default=6, type=int)
-    g.add_argument('--dec_layers', default=6, type=int)
-    g.add_argument('--dim_feedforward', default=2048, type=int)
-    g.add_argument('--hidden_dim', default=256, type=int, help='d, the width of the transformer')
-    g.add_argument('--dropout', default=0.1, type=float)
-    g.add_argument('--nheads', default=8, type=int)
-    g.add_argument('--num_queries', default=100, type=int, help='N, the number of object queries')
-    g.add_argument('--pre_norm', action='store_true')
-    g = p.add_argument_group('loss and matching (paper §3.1, appendix A.1)')
-    g.add_argument('--no_aux_loss', dest='aux_loss', action='store_false', help='no auxiliary decoding losses')
-    g.add_argument('--set_cost_class', default=1, type=float)
-    g.add_argument('--set_cost_bbox', default=5, type=float)
-    g.add_argument('--set_cost_giou', default=2, type=float)
-    g.add_argument('--bbox_loss_coef', default=5, type=float)
-    g.add_argument('--giou_loss_coef', default=2, type=float)
-    g.add_argument('--eos_coef', default=0.1, type=float, help='weight of the "no object" class')
-    g = p.add_argument_group('run')
-    g.add_argument('--coco_path', default=None, type=str, help='dataset root (shapes: generated here if missing)')
-    g.add_argument('--output_dir', default='', help='where checkpoint.pth, log.txt and pictures go ("" = nowhere)')
-    g.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
-    g.add_argument('--seed', default=42, type=int)
-    g.add_argument('--resume', default='', help='continue from this checkpoint.pth')
-    g.add_argument('--start_epoch', default=0, type=int)
-    g.add_argument('--eval', action='store_true', help='only evaluate')
-    g.add_argument('--num_workers', default=2, type=int)
-    g.add_argument('--world_size', default=1, type=int, help='number of processes (set by torchrun)')
-    g.add_argument('--dist_url', default='env://', help='how processes find each other')
-    g = p.add_argument_group('annotated_detr additions')
-    g.add_argument('--preset', default=None, choices=sorted(PRESETS), help='a named set of defaults, e.g. quickstart')
-    g.add_argument('--dataset', '--dataset_file', dest='dataset', default=None, choices=('shapes', 'coco'),
-                   help="generated shapes or COCO (--dataset_file is the original's name); default: coco with --coco_path, else shapes")
-    g.add_argument('--num_classes', default=None, type=int, help='K; default: largest category id + 1')
-    g.add_argument('--scales', default=None, type=int, nargs='+', help='training sizes of the shorter side')
-    g.add_argument('--max_size', default=None, type=int, help='cap on the longer side')
-    g.add_argument('--val_size', default=None, type=int, help='evaluation size of the shorter side')
-    g.add_argument('--no_augment', dest='augment', action='store_false', help='train with the evaluation transform')
-    g.add_argument('--weights_backbone', default=None,
-                   help="ImageNet weights for the backbone (a torchvision name or a file); default: IMAGENET1K_V1 for COCO, "
-                        "none for the shapes; 'none' starts from random weights")
-    g.add_argument('--backbone_norm', default='frozen', choices=('frozen', 'batch'),
-                   help="'frozen': the paper's frozen batch norm; 'batch': trainable, every stage trains (from scratch)")
-    g.add_argument('--last_stage', default=4, type=int, choices=(3, 4),
-                   help='4: the ResNet up to layer4, stride 32 (the paper); 3: stop after layer3, stride 16 (small images)')
-    g.add_argument('--pretrained', default=None, help='fine-tune from this DETR checkpoint (path or URL)')
-    g.add_argument('--amp', action='store_true', help='bf16 autocast (CUDA, and CPUs with native bf16)')
-    g.add_argument('--no_amp', dest='amp', action='store_false', help='float32 even where a preset asks for --amp')
-    g.add_argument('--compile', action='store_true', help='torch.compile the model (needs a C++ compiler on CPU; the first steps compile)')
-    g.add_argument('--warmup_steps', default=0, type=int, help='linear learning-rate warm-up over this many steps')
-    g.add_argument('--time_budget', default=None, type=float, help='stop training after this many minutes')
-    g.add_argument('--lr_drop_time', default=None, type=float, help='with --time_budget: divide the learning rate by 10 after this fraction of it')
-    g.add_argument('--eval_every', default=1, type=int, help='evaluate every this many epochs (and after the last)')
-    g.add_argument('--skip_bad_images', action='store_true',
-                   help='leave unreadable training images out and name them at the end of the epoch (default: stop)')
-    g.add_argument('--debug', action='store_true', help='show the full traceback of an error instead of one line')
-    return p
-
-# %% ../nbs/07_train.ipynb #90f39a28
-def parse_args(argv:list|None=None, # command-line words; None reads sys.argv
-              ) -> argparse.Namespace:
-    "Parse `argv`; a `--preset` replaces the defaults, and flags given explicitly still win."
-    parser = get_args_parser()
-    args = parser.parse_args(argv)
-    if args.preset is not None:
-        parser.set_defaults(**PRESETS[args.preset])
-        args = parser.parse_args(argv)
-    typed = get_args_parser()                       # the same flags with no defaults: only what was typed is set
-    for action in typed._actions: action.default = argparse.SUPPRESS
-    args.given_flags = sorted(vars(typed.parse_args(argv)))
-    # the original script's meaning: --coco_path alone means COCO, and a COCO run starts from ImageNet weights
-    # (unless a whole DETR is loaded with --pretrained, whose backbone replaces them anyway)
-    if args.dataset is None: args.dataset = 'coco' if args.coco_path else 'shapes'
-    if args.weights_backbone is None and args.dataset == 'coco' and not args.pretrained: args.weights_backbone = 'IMAGENET1K_V1'
-    if str(args.weights_backbone).lower() == 'none': args.weights_backbone = None
-    return args
-
-# %% ../nbs/07_train.ipynb #f11ed01c
-def get_world_size() -> int:
-    "Number of processes (1 without a process group)."
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-def get_rank() -> int:
-    "This process's rank (0 without a process group)."
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-def is_main_process() -> bool:
-    "True on rank 0, the process that writes checkpoints and logs."
-    return get_rank() == 0
-
-def init_distributed(args:argparse.Namespace, # sets .distributed, .rank, .world_size, .gpu and maybe .device
-                    ) -> bool:
-    "Join the process group described by torchrun's RANK/WORLD_SIZE/LOCAL_RANK; False if there is none."
-    if 'RANK' not in os.environ or 'WORLD_SIZE' not in os.environ:
-        args.distributed, args.rank, args.world_size, args.gpu = False, 0, 1, None
-        return False
-    args.rank, args.world_size = int(os.environ['RANK']), int(os.environ['WORLD_SIZE'])
-    args.gpu = int(os.environ.get('LOCAL_RANK', 0))
-    cuda = str(args.device).startswith('cuda') and torch.cuda.is_available()
-    if cuda:
-        torch.cuda.set_device(args.gpu)
-        args.device = f'cuda:{args.gpu}'
-    dist.init_process_group('nccl' if cuda else 'gloo', init_method=args.dist_url,
-                            world_size=args.world_size, rank=args.rank)
-    args.distributed = True
-    return True
-
-# %% ../nbs/07_train.ipynb #7d7565f0
-def reduce_mean(values:dict, # name -> scalar tensor on this process
-               ) -> dict:
-    "Average a dict of scalar tensors over all processes (unchanged in a single process)."
-    if get_world_size() == 1: return values
-    names = sorted(values)
-    stacked = torch.stack([values[k].detach().float() for k in names])
-    dist.all_reduce(stacked)
-    return dict(zip(names, stacked / get_world_size()))
-
-def all_gather(obj) -> list:
-    "A list with every process's `obj`, in rank order (`[obj]` in a single process)."
-    if get_world_size() == 1: return [obj]
-    out = [None] * get_world_size()
-    dist.all_gather_object(out, obj)
-    return out
-
-# %% ../nbs/07_train.ipynb #a925cab6
-def seed_everything(seed:int, # any non-negative integer
-                   ) -> None:
-    "Seed Python's, NumPy's and PyTorch's global random generators."
-    random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
-
-def epoch_seed(seed:int, # the run's --seed
-               epoch:int, # epoch about to start
-               rank:int=0, # process rank
-              ) -> int:
-    "The seed of one epoch on one process: fixed by (seed, epoch, rank), independent of what ran before."
-    return seed + 100_003 * (epoch + 1) + 1_009 * rank
-
-# %% ../nbs/07_train.ipynb #da762399
-def make_loaders(ds_train:Dataset, # training split, items (image [3, H, W], target)
-                 ds_val:Dataset, # validation split
-                 batch_size:int, # images per process and step
-                 seed:int=42, # shuffling seed (the sampler adds the epoch)
-                 num_workers:int=0, # data-loading worker processes
-                 train_collate=collate_fn, # how training items become a batch (`collate_skipping` with `SkipUnreadable`)
-                ) -> tuple:
-    "Training and validation `DataLoader`s over this process's share of each split, and the training sampler."
-    world, rank = get_world_size(), get_rank()
-    s_train = DistributedSampler(ds_train, num_replicas=world, rank=rank, shuffle=True, seed=seed)
-    if len(s_train) < batch_size:
-        raise ValueError(f"the training split has {len(ds_train)} images, fewer than batch_size {batch_size} "
-                         f"x {world} process(es): no complete batch")
-    s_val = DistributedSampler(ds_val, num_replicas=world, rank=rank, shuffle=False)
-    dl_train = DataLoader(ds_train, batch_sampler=BatchSampler(s_train, batch_size, drop_last=True),
-                          collate_fn=train_collate, num_workers=num_workers)
-    dl_val = DataLoader(ds_val, batch_size=batch_size, sampler=s_val, collate_fn=collate_fn,
-                        num_workers=num_workers)
-    return dl_train, dl_val, s_train
-
-# %% ../nbs/07_train.ipynb #28332cfd
-class SkipUnreadable(Dataset):
-    "Wrap a dataset so that an item whose image cannot be read is `(None, message)` instead of an error."
-    def __init__(self, dataset:Dataset): self.dataset = dataset
-    def __len__(self): return len(self.dataset)
-    def __getitem__(self, i):
-        try: return self.dataset[i]
-        except (OSError, SyntaxError) as e: return None, str(e).splitlines()[0]
-    def __getattr__(self, name): return getattr(self.__dict__['dataset'], name)   # .coco, .ann_file, ... of the wrapped one
-
-class Targets(list):
-    "A batch's list of targets, which also carries the messages of the images left out (`skipped`)."
-    skipped: list = []
-
-def collate_skipping(batch:list, # (image, target) pairs, or (None, message) from `SkipUnreadable`
-                    ) -> tuple:
-    "`collate_fn` over the readable items; the others' messages in `targets.skipped` (samples None if none is left)."
-    good = [b for b in batch if b[0] is not None]
-    samples, targets = collate_fn(good) if good else (None, [])
-    targets = Targets(targets); targets.skipped = [b[1] for b in batch if b[0] is None]
-    return samples, targets
+__all__ = ['COCO_STAT_NAMES', 'build_training', 'param_groups', 'make_optimizer', 'get_world_size', 'get_rank', 'is_main_process',
+           'reduce_mean', 'all_gather', 'cpu_has_native_bf16', 'amp_enabled', 'train_one_epoch', 'to_coco_results',
+           'coco_evaluate', 'coco_of', 'evaluate']
 
 # %% ../nbs/07_train.ipynb #7ef74f74
 def build_training(args:argparse.Namespace, # flags from `parse_args`
@@ -281,6 +60,34 @@ def make_optimizer(model:nn.Module, # a DETR (not wrapped in DDP)
     except (RuntimeError, TypeError): return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
 
 # %% ../nbs/07_train.ipynb #391b4a70
+def get_world_size() -> int:
+    "Number of processes (1 without a process group)."
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+def get_rank() -> int:
+    "This process's rank (0 without a process group)."
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+def is_main_process() -> bool:
+    "True on rank 0, the process that writes checkpoints and logs."
+    return get_rank() == 0
+
+def reduce_mean(values:dict, # name -> scalar tensor on this process
+               ) -> dict:
+    "Average a dict of scalar tensors over all processes (unchanged in a single process)."
+    if get_world_size() == 1: return values
+    names = sorted(values)
+    stacked = torch.stack([values[k].detach().float() for k in names])
+    dist.all_reduce(stacked)
+    return dict(zip(names, stacked / get_world_size()))
+
+def all_gather(obj) -> list:
+    "A list with every process's `obj`, in rank order (`[obj]` in a single process)."
+    if get_world_size() == 1: return [obj]
+    out = [None] * get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
 def _to_float(outputs):
     "Cast the floating tensors of a (nested) model output to float32."
     if isinstance(outputs, Tensor): return outputs.float() if outputs.is_floating_point() else outputs
@@ -317,6 +124,24 @@ def _all_past(t:float, device) -> bool:
     if get_world_size() > 1: dist.all_reduce(flag, op=dist.ReduceOp.MAX)
     return flag.item() > 0
 
+def _schedule_lr(optimizer, base_lrs:list, t:int, warmup_steps:int, drop_time:float|None, device) -> list:
+    "At step `t` of the run: the timed drop (divide by 10, once per run), then the linear warm-up; the new base rates."
+    if drop_time is not None and not optimizer.param_groups[0].get('time_dropped') and _all_past(drop_time, device):
+        base_lrs = [lr / 10 for lr in base_lrs]
+        for g, lr in zip(optimizer.param_groups, base_lrs): g['lr'], g['time_dropped'] = lr, True
+    if t < warmup_steps:
+        for g, lr in zip(optimizer.param_groups, base_lrs): g['lr'] = lr * (t + 1) / warmup_steps
+    return base_lrs
+
+def _check_outputs(outputs:dict, epoch:int, step:int, last_good:str, device) -> None:
+    "Raise FloatingPointError if the model's outputs are not finite (on any process)."
+    bad = torch.tensor(float(not (outputs['pred_logits'].isfinite().all() and outputs['pred_boxes'].isfinite().all())), device=device)
+    if get_world_size() > 1: dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+    if bad.item() > 0:
+        raise FloatingPointError(f"the model's outputs are not finite at epoch {epoch}, step {step}: stopping training "
+                                 f"(the weights diverged; try a lower --lr or --lr_backbone); {last_good}")
+
+# %% ../nbs/07_train.ipynb #e7c4f71e
 def train_one_epoch(model:nn.Module, # DETR, possibly wrapped in DistributedDataParallel
                     criterion:nn.Module, # SetCriterion
                     data_loader:DataLoader, # yields (NestedTensor, targets)
@@ -340,19 +165,10 @@ def train_one_epoch(model:nn.Module, # DETR, possibly wrapped in DistributedData
     for step, (samples, targets) in enumerate(bar):
         skipped += getattr(targets, 'skipped', [])                  # unreadable images left out (--skip_bad_images)
         if samples is None: continue                                  # none of the batch could be read
-        t = epoch * len(data_loader) + step                          # step of the whole run
-        if drop_time is not None and not optimizer.param_groups[0].get('time_dropped') and _all_past(drop_time, device):
-            base_lrs = [lr / 10 for lr in base_lrs]
-            for g, lr in zip(optimizer.param_groups, base_lrs): g['lr'], g['time_dropped'] = lr, True
-        if t < warmup_steps:
-            for g, lr in zip(optimizer.param_groups, base_lrs): g['lr'] = lr * (t + 1) / warmup_steps
+        base_lrs = _schedule_lr(optimizer, base_lrs, epoch * len(data_loader) + step, warmup_steps, drop_time, device)
         samples, targets = samples.to(device), _to_device(targets, device)
         with _autocast(device, amp): outputs = _to_float(model(samples))
-        bad = torch.tensor(float(not (outputs['pred_logits'].isfinite().all() and outputs['pred_boxes'].isfinite().all())), device=device)
-        if get_world_size() > 1: dist.all_reduce(bad, op=dist.ReduceOp.MAX)
-        if bad.item() > 0:
-            raise FloatingPointError(f"the model's outputs are not finite at epoch {epoch}, step {step}: stopping training "
-                                     f"(the weights diverged; try a lower --lr or --lr_backbone); {last_good}")
+        _check_outputs(outputs, epoch, step, last_good, device)
         loss_dict = criterion(outputs, targets)
         loss = sum(loss_dict[k] * weights[k] for k in loss_dict if k in weights)
         logged = reduce_mean({k: v.detach() for k, v in loss_dict.items()})
@@ -408,18 +224,6 @@ def coco_evaluate(coco_gt, # pycocotools COCO of the split (a dataset's `.coco`)
         ev.evaluate(); ev.accumulate(); ev.summarize()
     return ev.stats.copy()
 
-def format_coco_stats(stats, # the twelve numbers of `coco_evaluate`
-                     ) -> str:
-    "COCOeval's summary table, one statistic per line."
-    areas = ('small', 'medium', 'large')
-    rows = [('AP', '0.50:0.95', 'all'), ('AP', '0.50', 'all'), ('AP', '0.75', 'all')]
-    rows += [('AP', '0.50:0.95', a) for a in areas] + [('AR', '0.50:0.95', 'all')] * 3
-    rows += [('AR', '0.50:0.95', a) for a in areas]
-    dets = [100] * 6 + [1, 10, 100, 100, 100, 100]
-    kind = {'AP': 'Average Precision', 'AR': 'Average Recall   '}
-    return '\n'.join(f' {kind[k]}  ({k}) @[ IoU={iou:<9} | area={a:>6} | maxDets={d:>3} ] = {s:6.3f}   {name}'
-                     for (k, iou, a), d, s, name in zip(rows, dets, stats, COCO_STAT_NAMES))
-
 # %% ../nbs/07_train.ipynb #6aca6507
 def coco_of(dataset:Dataset, # a CocoDetection, or a Subset of one
            ):
@@ -461,443 +265,7 @@ def evaluate(model:nn.Module, # DETR, possibly wrapped in DistributedDataParalle
     out['coco_eval_bbox'] = [float(s) for s in stats]
     return out
 
-# %% ../nbs/07_train.ipynb #67079b12
-def plain_args(args:argparse.Namespace, # the run's flags
-              ) -> dict:
-    "The flags as a dict of plain values (str, int, float, bool, None, lists), loadable with weights_only=True."
-    def plain(v):
-        if v is None or isinstance(v, (bool, int, float, str)): return v
-        if isinstance(v, (list, tuple, range)): return [plain(x) for x in v]
-        return str(v)
-    return {k: plain(v) for k, v in vars(args).items()}
-
-def save_checkpoint(obj:dict, # what to save
-                    path:str|Path, # destination, e.g. output_dir/checkpoint.pth
-                   ) -> Path:
-    "`torch.save` to a temporary file next to `path`, then atomically rename it to `path`."
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
-    try:
-        with open(tmp, 'wb') as f:
-            torch.save(obj, f)
-            f.flush(); os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as e:   # torch's zip writer reports a full disk as 'unexpected pos'
-        full = getattr(e, 'errno', None) == errno.ENOSPC or 'unexpected pos' in str(e) or 'No space left' in str(e)
-        if not full: raise
-        raise OSError(errno.ENOSPC, f"no space left on device while writing {path} "
-                                    f"({'the previous checkpoint is unchanged' if path.exists() else 'nothing was written'})") from None
-    finally:
-        if tmp.exists(): tmp.unlink()
-    return path
-
-def load_training_checkpoint(path:str|Path, # a checkpoint.pth written by `detr_train` or the original script
-                            ) -> dict:
-    "Read a checkpoint (path, file:// or http(s):// URL) with weights_only=True; a missing, corrupt or incomplete file gives a clear error."
-    if '://' in str(path): path = cached_download(str(path))         # as `load_checkpoint` does (05_transformer)
-    path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f"--resume: no checkpoint file at {path}")
-    try:   # the original main.py pickles its flags as an argparse.Namespace: allowed, like plain values
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            ckpt = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:
-        raise ValueError(f"--resume: cannot read {path}: the file is corrupt or not a PyTorch checkpoint "
-                           f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
-    if not isinstance(ckpt, dict) or 'model' not in ckpt:
-        raise ValueError(f"--resume: {path} is not a training checkpoint (expected a dict with 'model', "
-                         f"'optimizer', 'lr_scheduler', 'epoch')")
-    return ckpt
-
-# %% ../nbs/07_train.ipynb #96c250dd
-def read_log(path:str|Path, # a log.txt with one JSON object per line
-            ) -> list:
-    "The records of a `log.txt`."
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-
-def plot_history(records:list, # log records (dicts) with 'epoch', 'train_loss' and maybe 'test_coco_eval_bbox'
-                 path:str|Path, # where to save the png
-                ) -> Path:
-    "Save a figure of the training and validation loss and of AP and AP50 per epoch."
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=(8, 3))
-    ax_loss, ax_ap = fig.subplots(1, 2)
-    ep = [r['epoch'] + 1 for r in records]
-    ax_loss.plot(ep, [r['train_loss'] for r in records], '.-', label='train')
-    val = [(r['epoch'] + 1, r['test_val_loss']) for r in records if 'test_val_loss' in r]
-    if val: ax_loss.plot(*zip(*val), '.-', label='validation')
-    ax_loss.set(xlabel='epoch', ylabel='weighted loss', title='loss'); ax_loss.legend()
-    ev = [(r['epoch'] + 1, r['test_coco_eval_bbox']) for r in records if 'test_coco_eval_bbox' in r]
-    if ev:
-        e, s = zip(*ev)
-        ax_ap.plot(e, [x[1] for x in s], '.-', label='AP50'); ax_ap.plot(e, [x[0] for x in s], '.-', label='AP')
-        ax_ap.legend()
-    ax_ap.set(xlabel='epoch', ylabel='COCO box AP', title='validation AP', ylim=(0, 1))
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    return Path(path)
-
-# %% ../nbs/07_train.ipynb #834914d7
-_MEAN, _STD = torch.tensor([0.485, 0.456, 0.406])[:, None, None], torch.tensor([0.229, 0.224, 0.225])[:, None, None]
-
-@torch.no_grad()
-def draw_predictions(model:nn.Module, # a DETR (not wrapped in DDP)
-                     postprocess:nn.Module, # PostProcess
-                     dataset:Dataset, # a validation CocoDetection with the evaluation transform
-                     path:str|Path, # where to save the png
-                     n:int=4, # how many images (the first n of the split)
-                     threshold:float=0.5, # draw predictions scoring at least this
-                     device:str|torch.device='cpu',
-                    ) -> Path:
-    "Save a picture of the first `n` images of `dataset` with ground truth (dashed) and predictions (solid)."
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Rectangle
-    names = {c['id']: c['name'] for c in coco_of(dataset).dataset['categories']}
-    items = [dataset[i] for i in range(min(n, len(dataset)))]
-    samples, targets = collate_fn(items)
-    model.eval()
-    outputs = _to_float(model(samples.to(device)))
-    sizes = torch.stack([t['size'] for t in targets]).to(device)     # boxes in the transformed image's pixels
-    results = postprocess(outputs, sizes)
-    fig = Figure(figsize=(2.6 * len(items), 2.9))
-    axs = np.atleast_1d(fig.subplots(1, len(items)))
-    colors = ['tab:red', 'tab:blue', 'tab:green', 'tab:orange', 'tab:purple', 'tab:cyan']
-    for ax, (img, t), r in zip(axs, items, results):
-        h, w = t['size'].tolist()
-        ax.imshow((img[:, :h, :w] * _STD + _MEAN).clamp(0, 1).permute(1, 2, 0).numpy())
-        scale = torch.tensor([w, h, w, h])
-        for (cx, cy, bw, bh) in (t['boxes'] * scale).tolist():
-            ax.add_patch(Rectangle((cx - bw / 2, cy - bh / 2), bw, bh, fill=False, ec='white', ls='--', lw=1))
-        keep = r['scores'] >= threshold
-        for (x0, y0, x1, y1), s, l in zip(r['boxes'][keep].tolist(), r['scores'][keep].tolist(), r['labels'][keep].tolist()):
-            c = colors[l % len(colors)]
-            ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec=c, lw=1.5))
-            ax.text(x0, y0, f"{names.get(l, l)} {s:.2f}", color='white', fontsize=6, va='bottom',
-                    bbox=dict(fc=c, ec='none', pad=0.5, alpha=0.8))
-        ax.set_title(f"image {int(t['image_id'])}: {int(keep.sum())} found, {len(t['boxes'])} true", fontsize=7)
-        ax.axis('off')
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    return Path(path)
-
-# %% ../nbs/07_train.ipynb #55294610
-DEFAULT_SHAPES_PATH = Path('~/.cache/annotated_detr/shapes')
-
-def data_root(args:argparse.Namespace, # uses .dataset, .coco_path, .eval
-             ) -> Path:
-    "The dataset folder; for COCO, check that the images and annotations `detr_train` needs are there."
-    if args.coco_path: root = Path(args.coco_path).expanduser()
-    elif args.dataset == 'shapes': root = DEFAULT_SHAPES_PATH.expanduser()
-    else: raise ValueError("--dataset coco needs --coco_path, the folder holding train2017/, val2017/ and annotations/")
-    if args.dataset == 'coco':
-        for split in (['val'] if args.eval else ['train', 'val']):
-            for p in (root/f'{split}2017', root/'annotations'/f'instances_{split}2017.json'):
-                if not p.exists(): raise FileNotFoundError(f"--coco_path {root}: {p} is missing")
-    return root
-
-def check_labels(dataset:Dataset, # a CocoDetection (or Subset of one)
-                 num_classes:int, # K
-                ) -> None:
-    "Raise if an annotation's category id is not in 0..num_classes-1, naming the file and the ids."
-    coco = coco_of(dataset)
-    used = {a['category_id'] for a in coco.dataset.get('annotations', [])}
-    bad = sorted(c for c in used if not 0 <= c < num_classes)
-    if bad:
-        where = getattr(dataset, 'ann_file', 'the annotation file')
-        raise ValueError(f"{where}: category ids {bad[:10]} are not below num_classes={num_classes} (labels must be "
-                         f"0..num_classes-1; index num_classes means 'no object'); use --num_classes {max(used) + 1}")
-
-def default_num_classes(dataset:Dataset, # the training split
-                       ) -> int:
-    "K = the largest category id (of the categories and annotations) + 1."
-    coco = coco_of(dataset)
-    ids = [c['id'] for c in coco.dataset.get('categories', [])] + [a['category_id'] for a in coco.dataset.get('annotations', [])]
-    if not ids: raise ValueError(f"{getattr(dataset, 'ann_file', 'the annotation file')} lists no categories")
-    return max(ids) + 1
-
-# %% ../nbs/07_train.ipynb #e3d99b49
-def dataset_report(dataset:Dataset, # a CocoDetection (or Subset of one)
-                   split:str, # 'train' or 'val', for the messages
-                  ) -> dict:
-    "Count a split's images and annotations, and the annotations that become no target, by reason; raise for what would change results."
-    d = coco_of(dataset).dataset
-    sizes = {im['id']: (im.get('width'), im.get('height')) for im in d.get('images', [])}
-    cats = {c['id'] for c in d.get('categories', [])}
-    r = dict(split=split, images=len(sizes), annotations=len(d.get('annotations', [])), used=0, crowd=0,
-             degenerate=0, outside_image=0, non_finite=0, unknown_image=0)
-    unknown_cats, nan_ids = set(), []
-    for a in d.get('annotations', []):
-        if a.get('image_id') not in sizes: r['unknown_image'] += 1; continue
-        if a.get('category_id') not in cats: unknown_cats.add(a.get('category_id'))
-        box = a.get('bbox')
-        if not (isinstance(box, (list, tuple)) and len(box) == 4 and all(isinstance(v, (int, float)) and math.isfinite(v) for v in box)):
-            r['non_finite'] += 1; nan_ids.append(a.get('id')); continue
-        if a.get('iscrowd', 0): r['crowd'] += 1; continue
-        x, y, w, h = box
-        W, H = sizes[a['image_id']]
-        if w <= 0 or h <= 0: r['degenerate'] += 1
-        elif W and H and (x >= W or y >= H or x + w <= 0 or y + h <= 0): r['outside_image'] += 1
-        else: r['used'] += 1
-    where = getattr(dataset, 'ann_file', f'the {split} annotation file')
-    if unknown_cats:
-        raise ValueError(f"{where}: category ids {sorted(unknown_cats, key=str)[:10]} are used by annotations but not listed "
-                         f"in 'categories' (listed: {sorted(cats)[:20]}); fix the file or add the categories")
-    if nan_ids and split == 'val':
-        raise ValueError(f"{where}: {len(nan_ids)} annotation(s) have a bbox that is not 4 finite numbers (ids {nan_ids[:5]}); "
-                         f"evaluation against them would be wrong: fix or remove them")
-    return r
-
-def format_report(r:dict) -> str:
-    "One line for the log: images, annotations used, and the ones dropped by reason."
-    dropped = ', '.join(f"{r[k]} {k.replace('_', ' ')}" for k in ('crowd', 'degenerate', 'outside_image', 'non_finite', 'unknown_image') if r[k])
-    return f"{r['split']}: {r['images']} images, {r['used']} of {r['annotations']} annotations used" + (f" (not used: {dropped})" if dropped else '')
-
-# %% ../nbs/07_train.ipynb #be707013
-def check_finite(model:nn.Module, # a DETR (not wrapped in DDP)
-                 probe:NestedTensor|None, # a small validation batch on the model's device, or None
-                 when:str, # for the message, e.g. 'epoch 3 (120 steps)'
-                 last_good:str, # where the last good weights are, for the message
-                ) -> None:
-    "Raise FloatingPointError if a weight or buffer, or the eval-mode outputs on `probe`, are not finite."
-    bad = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_floating_point() and not t.isfinite().all()]
-    if not bad and probe is not None:
-        was = model.training
-        with torch.no_grad(): out = model.eval()(probe)
-        model.train(was)
-        if not (out['pred_logits'].isfinite().all() and out['pred_boxes'].isfinite().all()):
-            bad = ['its outputs on two validation images']
-    if bad:
-        raise FloatingPointError(f"the model diverged by the end of {when}: {', '.join(bad[:3])} not finite; "
-                                 f"not saving these weights (try a lower --lr or --lr_backbone); {last_good}")
-
-def apply_optimizer_flags(optimizer:torch.optim.Optimizer, # loaded from a checkpoint
-                          lr_scheduler, # the StepLR, loaded from the same checkpoint
-                          args:argparse.Namespace, # flags from `parse_args` (its `given_flags` name what was typed)
-                         ) -> list:
-    "Apply --lr/--lr_backbone/--weight_decay/--lr_drop typed with --resume over the checkpoint's; describe each change."
-    given, changes = set(getattr(args, 'given_flags', ())), []
-    for i, g in enumerate(optimizer.param_groups):
-        flag = 'lr' if i == 0 else 'lr_backbone'
-        new = getattr(args, flag)
-        if flag in given and g.get('initial_lr', g['lr']) != new:
-            factor = g['lr'] / g.get('initial_lr', g['lr'])      # the drops (and warm-up) already taken
-            changes.append(f"--{flag} {new:g} replaces the checkpoint's {g.get('initial_lr', g['lr']):g} (now {new * factor:g})")
-            g['initial_lr'], g['lr'] = new, new * factor
-            lr_scheduler.base_lrs[i] = new
-        if 'weight_decay' in given and g['weight_decay'] != args.weight_decay:
-            changes.append(f"--weight_decay {args.weight_decay:g} replaces {g['weight_decay']:g} (group {i})")
-            g['weight_decay'] = args.weight_decay
-    if 'lr_drop' in given and lr_scheduler.step_size != args.lr_drop:
-        changes.append(f"--lr_drop {args.lr_drop} replaces the checkpoint's {lr_scheduler.step_size}")
-        lr_scheduler.step_size = args.lr_drop
-    return changes
-
-def write_log(records:list, # log records (dicts), one per epoch
-              path:str|Path, # the run's log.txt
-             ) -> None:
-    "Replace `path` atomically with one JSON line per record."
-    path = Path(path)
-    tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
-    tmp.write_text(''.join(json.dumps(r) + '\n' for r in records))
-    os.replace(tmp, path)
-
-# %% ../nbs/07_train.ipynb #24633005
-_log = logging.getLogger(__name__)
-
-def validate_args(args:argparse.Namespace, # flags from `parse_args`
-                 ) -> None:
-    "Raise ValueError (or FileNotFoundError) naming the flag, for values no run can use; cheap, so it runs first."
-    def need(ok, flag, what):
-        if not ok: raise ValueError(f"--{flag} {getattr(args, flag)!r}: {what}")
-    need(args.batch_size >= 1, 'batch_size', 'must be at least 1')
-    need(args.epochs >= 1 or args.eval, 'epochs', 'must be at least 1')
-    need(math.isfinite(args.lr) and args.lr >= 0, 'lr', 'must be a finite number >= 0')
-    need(math.isfinite(args.lr_backbone), 'lr_backbone', 'must be a finite number (<= 0 freezes the backbone)')
-    need(args.weight_decay >= 0, 'weight_decay', 'must be >= 0')
-    need(args.clip_max_norm >= 0, 'clip_max_norm', 'must be >= 0 (0 turns clipping off)')
-    need(args.num_queries >= 1, 'num_queries', 'must be at least 1')
-    need(args.hidden_dim % args.nheads == 0, 'hidden_dim', f'must be divisible by --nheads {args.nheads}')
-    need(args.dec_layers >= 1, 'dec_layers', 'must be at least 1')
-    need(0 <= args.dropout < 1, 'dropout', 'must be in [0, 1)')
-    need(0 < args.eos_coef <= 1, 'eos_coef', 'must be in (0, 1]')
-    need(args.num_workers >= 0, 'num_workers', 'must be >= 0')
-    need(args.eval_every >= 0, 'eval_every', 'must be >= 0')
-    need(args.warmup_steps >= 0, 'warmup_steps', 'must be >= 0')
-    need(args.time_budget is None or args.time_budget > 0, 'time_budget', 'must be > 0 minutes')
-    need(args.lr_drop_time is None or 0 < args.lr_drop_time <= 1, 'lr_drop_time', 'must be a fraction in (0, 1]')
-    need(args.num_classes is None or args.num_classes >= 1, 'num_classes', 'must be at least 1')
-    need(not args.scales or min(args.scales) >= 16, 'scales', 'sizes must be at least 16 pixels')
-    need(args.max_size is None or args.max_size >= 16, 'max_size', 'must be at least 16 pixels')
-    try: device = torch.device(args.device)
-    except RuntimeError: raise ValueError(f"--device {args.device!r}: not a device PyTorch knows (e.g. cpu, cuda, cuda:1)") from None
-    need(device.type != 'cuda' or torch.cuda.is_available(), 'device', 'no CUDA device is available here')
-    for flag in ('resume', 'pretrained'):
-        v = getattr(args, flag)
-        if v and '://' not in str(v) and not Path(v).expanduser().is_file():
-            raise FileNotFoundError(f"--{flag} {v}: no such file")
-
-def _build_data(args, root):
-    "The training and validation datasets (the training one is None with --eval)."
-    kw = dict(dataset=args.dataset, max_size=args.max_size)
-    ds_val = build_dataset('val', root, scales=[args.val_size] if args.val_size else args.scales, **kw)
-    if args.eval: return None, ds_val
-    ds_train = build_dataset('train', root, scales=args.scales, **kw)
-    if not args.augment: ds_train.transforms = build_dataset('val', root, scales=args.scales, **kw).transforms
-    return ds_train, ds_val
-
-def main(args:argparse.Namespace, # flags from `parse_args`
-        ) -> dict:
-    "Train (or with --eval only evaluate) DETR as `args` describes; return the last log record."
-    validate_args(args)                                        # before any data, model or process group
-    started = init_distributed(args)
-    try: return _main(args)
-    finally:
-        if started: dist.destroy_process_group()
-
-def _main(args):
-    device = torch.device(args.device)
-    out = Path(args.output_dir).expanduser() if args.output_dir else None
-    main_proc = is_main_process()
-    if out is not None and main_proc: out.mkdir(parents=True, exist_ok=True)
-    root = data_root(args)
-    if args.distributed and not main_proc: dist.barrier()     # rank 0 generates the shapes dataset first
-    ds_train, ds_val = _build_data(args, root)
-    if args.distributed and main_proc: dist.barrier()
-    num_classes = args.num_classes or default_num_classes(ds_val if ds_train is None else ds_train)
-    for ds, split in ((ds_train, 'train'), (ds_val, 'val')):
-        if ds is not None:
-            check_labels(ds, num_classes)
-            if main_proc: _log.info(format_report(dataset_report(ds, split)))
-            else: dataset_report(ds, split)                          # the same errors on every process
-    if args.amp and not amp_enabled(device, True):
-        _log.warning("--amp ignored: this CPU has no bf16 instructions (AVX512-BF16 or AMX), so bf16 would be "
-                     "slower than float32; training in float32")
-
-    seed_everything(args.seed)                                 # the same initial weights on every process
-    model, criterion, postprocess = build_training(args, num_classes)
-    if args.pretrained: load_checkpoint(args.pretrained, model=model, num_classes=num_classes)
-    model.to(device); criterion.to(device)
-    model_ddp = model
-    if args.distributed:
-        model_ddp = DistributedDataParallel(model, device_ids=[args.gpu] if device.type == 'cuda' else None)
-    if args.compile: model_ddp = torch.compile(model_ddp)     # same parameters; checkpoints keep their keys
-    n_parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    optimizer = make_optimizer(model, args.lr, args.lr_backbone, args.weight_decay)
-    lr_scheduler = torch.optim.lr_scheduler.StepLR(optimizer, args.lr_drop)
-    if args.eval:
-        dl_val = make_loaders(ds_val, ds_val, 1, args.seed, args.num_workers)[1]
-    else:
-        if getattr(args, 'skip_bad_images', False): ds_train = SkipUnreadable(ds_train)
-        dl_train, dl_val, sampler = make_loaders(ds_train, ds_val, args.batch_size, args.seed, args.num_workers,
-                                                 collate_skipping if getattr(args, 'skip_bad_images', False) else collate_fn)
-
-    last_good, history = 'no checkpoint has been written yet', []   # where the last good weights are; the log so far
-    if args.resume:
-        ckpt = load_training_checkpoint(args.resume)
-        load_exactly(model, ckpt['model'], f" these flags build (--resume {args.resume}: use the flags of the run that wrote it)")
-        if not args.eval and all(k in ckpt for k in ('optimizer', 'lr_scheduler', 'epoch')):
-            optimizer.load_state_dict(ckpt['optimizer'])
-            lr_scheduler.load_state_dict(ckpt['lr_scheduler'])
-            args.start_epoch = ckpt['epoch'] + 1
-            last_good = f"{args.resume} holds the weights after epoch {ckpt['epoch']}"
-            for change in apply_optimizer_flags(optimizer, lr_scheduler, args): _log.info(f"--resume: {change}")
-            history = ckpt.get('log', [])
-            if out is not None and main_proc and 'log' in ckpt:   # the log as the checkpoint knew it, even after a kill
-                write_log(history, out/'log.txt')
-    if args.eval:
-        record = {f'test_{k}': v for k, v in evaluate(model_ddp, criterion, postprocess, dl_val, device, args.amp).items()}
-        _log.info(f"evaluation: AP {record['test_coco_eval_bbox'][0]:.3f}, AP50 {record['test_coco_eval_bbox'][1]:.3f}")
-        return record
-
-    _log.info(f"training {n_parameters:,} parameters on {len(ds_train)} images ({args.dataset} at {root}), "
-                f"{num_classes} classes, {get_world_size()} process(es), device {device}")
-    budget = args.time_budget * 60 if args.time_budget else None
-    probe = collate_fn([ds_val[i] for i in range(min(2, len(ds_val)))])[0].to(device)   # for the check before each save
-    trained, records, record = 0., [], {}
-    for epoch in range(args.start_epoch, args.epochs):
-        seed_everything(epoch_seed(args.seed, epoch, get_rank()))
-        sampler.set_epoch(epoch)
-        start = time.time()
-        deadline = None if budget is None else start + budget - trained
-        drop_time = None if budget is None or args.lr_drop_time is None else start + args.lr_drop_time * budget - trained
-        train_stats = train_one_epoch(model_ddp, criterion, dl_train, optimizer, device, epoch,
-                                      args.clip_max_norm, args.amp, args.warmup_steps, deadline, drop_time, last_good)
-        lr_scheduler.step()
-        trained += time.time() - start
-        last = train_stats['time_up'] or epoch == args.epochs - 1
-        test_stats = {}
-        if last or (args.eval_every > 0 and (epoch + 1) % args.eval_every == 0):
-            try: test_stats = evaluate(model_ddp, criterion, postprocess, dl_val, device, args.amp)
-            except (FloatingPointError, ValueError) as e:   # e.g. 06's 'outputs contain NaN or Inf'
-                raise type(e)(f"evaluation after epoch {epoch}: {e}; these weights were not saved; {last_good}") from None
-        check_finite(model, probe, f"epoch {epoch} ({train_stats['steps']} steps)", last_good)   # before any save
-        record = {**{f'train_{k}': v for k, v in train_stats.items()}, **{f'test_{k}': v for k, v in test_stats.items()},
-                  'epoch': epoch, 'n_parameters': n_parameters, 'epoch_time': round(time.time() - start, 2),
-                  'train_time': round(trained, 2)}
-        records.append(record)
-        if out is not None and main_proc:   # the checkpoint carries the log, so that the two agree after any kill
-            save_checkpoint({'model': model.state_dict(), 'optimizer': optimizer.state_dict(),
-                             'lr_scheduler': lr_scheduler.state_dict(), 'epoch': epoch, 'args': plain_args(args),
-                             'log': history + records}, out/'checkpoint.pth')
-            last_good = f"{out/'checkpoint.pth'} holds the weights after epoch {epoch}"
-            with open(out/'log.txt', 'a') as f: f.write(json.dumps(record) + '\n')
-        if train_stats.get('skipped_images'):
-            names = train_stats['skipped_images']
-            _log.warning(f"epoch {epoch}: skipped {len(names)} unreadable training image(s): {'; '.join(names[:5])}"
-                         + (f" and {len(names) - 5} more (all in log.txt)" if len(names) > 5 else ''))
-        ap = f", AP {test_stats['coco_eval_bbox'][0]:.3f}, AP50 {test_stats['coco_eval_bbox'][1]:.3f}" if test_stats else ''
-        _log.info(f"epoch {epoch}: loss {train_stats['loss']:.4f}{ap} "
-                    f"({train_stats['steps']} steps, {record['epoch_time']:.0f} s)")
-        if train_stats['time_up']:
-            _log.info(f"time budget of {args.time_budget} min reached after {trained:.0f} s of training")
-            break
-    if out is not None and main_proc and records:
-        plot_history(read_log(out/'log.txt'), out/'history.png')
-        draw_predictions(model, postprocess, ds_val, out/'predictions.png', device=device)
-    return record
-
-# %% ../nbs/07_train.ipynb #c81713a3
-def free_port() -> int:
-    "A TCP port on 127.0.0.1 that is free right now."
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
-
-def _torchrun_worker(rank:int, # this process's rank
-                     world_size:int, # number of processes
-                     port:int, # MASTER_PORT
-                     argv:list, # flags for `parse_args`
-                    ) -> None:
-    "Run `main` as one process of `world_size`, with the environment torchrun would give it (used by tests)."
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
-                      MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    main(parse_args(argv))
-
-# %% ../nbs/07_train.ipynb #c52b9cdf
-def cli(argv:list|None=None, # command-line words; None reads sys.argv
-       ) -> None:
-    "The `detr_train` command: parse the flags, run `main`, print the COCO table."
-    args = parse_args(argv)
-    rank0 = os.environ.get('RANK', '0') == '0'
-    logging.basicConfig(level=logging.INFO if rank0 else logging.WARNING, format='%(message)s', stream=sys.stdout)
-    try: record = main(args)
-    except KeyboardInterrupt:
-        if args.debug: raise
-        print("detr_train: interrupted (the last checkpoint.pth, if any, is complete: resume with --resume)", file=sys.stderr)
-        sys.exit(130)
-    except Exception as e:   # one readable line; --debug shows the traceback
-        if args.debug: raise
-        known = isinstance(e, (FloatingPointError, FileNotFoundError, ValueError, OSError))
-        msg = str(e).strip()
-        if 'Original Traceback' in msg: msg = msg.splitlines()[-1]   # raised in a DataLoader worker: its last line
-        print(f"detr_train: error: {msg if known else f'{type(e).__name__}: {msg}'} (--debug shows the traceback)", file=sys.stderr)
-        sys.exit(1)
-    if rank0 and 'test_coco_eval_bbox' in record:
-        print(format_coco_stats(record['test_coco_eval_bbox']))
-        if args.output_dir:
-            out = Path(args.output_dir)
-            print(f"checkpoint: {out/'checkpoint.pth'}  log: {out/'log.txt'}  pictures: {out/'history.png'}, {out/'predictions.png'}")
-
+# %% ../nbs/07_train.ipynb #67bdcb69
 def _in_notebook() -> bool:
     "True inside IPython/Jupyter (where __name__ is also '__main__')."
     try:
@@ -905,5 +273,18 @@ def _in_notebook() -> bool:
         return get_ipython() is not None
     except ImportError: return False
 
-# %% ../nbs/07_train.ipynb #b7275d0c
-if __name__ == '__main__' and not _in_notebook(): cli()
+_MOVED = {'PRESETS', 'OneLineParser', 'get_args_parser', 'parse_args', 'init_distributed', 'seed_everything', 'epoch_seed',
+          'make_loaders', 'SkipUnreadable', 'Targets', 'collate_skipping', 'plain_args', 'save_checkpoint',
+          'load_training_checkpoint', 'read_log', 'write_log', 'plot_history', 'draw_predictions', 'format_coco_stats',
+          'DEFAULT_SHAPES_PATH', 'data_root', 'check_labels', 'default_num_classes', 'dataset_report', 'format_report',
+          'check_finite', 'apply_optimizer_flags', 'validate_args', 'main', 'cli', 'free_port'}
+
+def __getattr__(name):
+    "The command's machinery moved to `train_command`; `from annotated_detr.train import main` still works (imported on first use)."
+    if name not in _MOVED: raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from annotated_detr import train_command
+    return getattr(train_command, name)
+
+if __name__ == '__main__' and not _in_notebook():   # `python -m annotated_detr.train` runs the training command too
+    from annotated_detr.train_command import cli
+    cli()

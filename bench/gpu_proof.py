@@ -70,7 +70,7 @@ def main():
     def tool(name, module):   # the console script beside this Python, else its module
         exe = Path(py).parent / name
         return [str(exe)] if exe.exists() else [py, '-m', module]
-    detr_train = tool('detr_train', 'annotated_detr.train')
+    detr_train = tool('detr_train', 'annotated_detr.train_command')
     summary = {'device': 'cpu (dry run)' if dry else torch.cuda.get_device_name(), 'torch': torch.__version__,
                'cuda': torch.version.cuda, 'dry_run': dry, 'started': time.strftime('%Y-%m-%d %H:%M:%S')}
     results = summary['steps'] = {}
@@ -144,7 +144,7 @@ def main():
             save()
         if 'torchrun' not in a.skip:
             ddp = runs / 'torchrun_run'
-            r = run('torchrun', [py, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=1', '-m', 'annotated_detr.train',
+            r = run('torchrun', [py, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=1', '-m', 'annotated_detr.train_command',
                                  *flags, '--epochs', '1', '--output_dir', ddp], out, 120, results=results)
             log = read_log(ddp / 'log.txt')
             summary['torchrun'] = {'epochs': len(log), 'loss': round(log[0]['train_loss'], 4) if log else None,

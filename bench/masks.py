@@ -36,7 +36,7 @@ def run():
     from annotated_detr.data import build_dataset
     from annotated_detr.nested_tensor import collate_fn
     from annotated_detr.transformer import read_checkpoint
-    from annotated_detr.train import DEFAULT_SHAPES_PATH, format_coco_stats
+    from annotated_detr.train_command import DEFAULT_SHAPES_PATH, format_coco_stats
     from annotated_detr.segmentation import (segmentation_from_detector, build_segmentation_criterion, train_mask_head,
                                              evaluate_masks, draw_masks)
     _, ckpt = read_checkpoint(a.detector, progress=False)

@@ -23,7 +23,7 @@ def run():
     # OMP_WAIT_POLICY=PASSIVE there. It must be set before torch is imported.
     import torch
     torch.set_num_threads(known.threads)
-    from annotated_detr.train import parse_args, main, format_coco_stats
+    from annotated_detr.train_command import parse_args, main, format_coco_stats
     out = known.output_dir or f"runs/bench_quickstart/{time.strftime('%Y%m%d-%H%M%S')}"
     args = parse_args(['--preset', 'quickstart', '--time_budget', str(known.minutes), '--output_dir', out, *rest])
     logging.basicConfig(level=logging.INFO, format='%(asctime)s %(message)s', stream=sys.stdout)
