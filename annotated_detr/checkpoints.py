@@ -112,7 +112,7 @@ def load_checkpoint(path_or_url:str|Path, # local path, file:// or http(s):// UR
         cfg = config_from_state_dict(sd)
         args = ckpt.get('args')
         args = vars(args) if isinstance(args, argparse.Namespace) else args if isinstance(args, dict) else {}
-        cfg.update({k: args[k] for k in ('nheads', 'dilation') if k in args})
+        cfg.update({k: args[k] for k in ('nheads', 'dilation', 'pad_invariant') if k in args})
         if 'dilation' not in args and 'dc5' in Path(str(path_or_url)).name: cfg['dilation'] = True
         cfg.update(kwargs)
         if num_classes is not None: cfg['num_classes'] = num_classes

@@ -376,7 +376,7 @@ def segmentation_from_detector(path_or_url:str|Path, # a DETR detection checkpoi
     cfg = config_from_state_dict(sd)
     args = ckpt.get('args')
     args = vars(args) if isinstance(args, argparse.Namespace) else args if isinstance(args, dict) else {}
-    cfg.update({k: args[k] for k in ('nheads', 'dilation') if k in args})
+    cfg.update({k: args[k] for k in ('nheads', 'dilation', 'pad_invariant') if k in args})
     cfg.update(kwargs)
     model = build_detr(**cfg, masks=True)
     load_exactly(model.detr, sd, ' (the detector inside the segmentation model)')

@@ -32,7 +32,7 @@ PRESETS = {
     'quickstart': dict(dataset='shapes', backbone='resnet18', backbone_norm='batch', last_stage=3, amp=True,
                        lr=2e-4, lr_backbone=2e-4, batch_size=8,
                        hidden_dim=128, nheads=4, enc_layers=2, dec_layers=2, dim_feedforward=256, dropout=0.0,
-                       num_queries=6, scales=[128], max_size=160, val_size=128, augment=False, num_workers=0,
+                       num_queries=6, scales=[128], max_size=160, val_size=128, augment=False, num_workers=0, pad_invariant=True,
                        epochs=1000, lr_drop=1000, warmup_steps=100, time_budget=10.0, lr_drop_time=0.8),
     # The paper's recipe on COCO (§4), with ImageNet weights for the backbone.
     'coco': dict(dataset='coco', weights_backbone='IMAGENET1K_V1'),
@@ -68,6 +68,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument('--nheads', default=8, type=int)
     g.add_argument('--num_queries', default=100, type=int, help='N, the number of object queries')
     g.add_argument('--pre_norm', action='store_true')
+    g.add_argument('--pad_invariant', action=argparse.BooleanOptionalAction, default=False, help="zero the padding inside the backbone so that "
+                   "results do not depend on the batch (appendix padding); not the original's function")
     g = p.add_argument_group('loss and matching (paper §3.1, appendix A.1)')
     g.add_argument('--no_aux_loss', dest='aux_loss', action='store_false', help='no auxiliary decoding losses')
     g.add_argument('--set_cost_class', default=1, type=float)
