@@ -31,7 +31,7 @@ PRESETS = {
     # Trains a small DETR from scratch on the generated shapes on a CPU for 10 minutes (see 'The quick start').
     'quickstart': dict(dataset='shapes', backbone='resnet18', backbone_norm='batch', last_stage=3, amp=True,
                        lr=2e-4, lr_backbone=2e-4, batch_size=8,
-                       hidden_dim=128, nheads=4, enc_layers=2, dec_layers=2, dim_feedforward=256, dropout=0.0,
+                       hidden_dim=128, nheads=4, enc_layers=2, dec_layers=4, dim_feedforward=256, dropout=0.0,
                        num_queries=6, scales=[128], max_size=160, val_size=128, augment=False, num_workers=0, pad_invariant=True,
                        epochs=1000, lr_drop=1000, warmup_steps=100, time_budget=10.0, lr_drop_time=0.8),
     # The paper's recipe on COCO (§4), with ImageNet weights for the backbone.
@@ -316,6 +316,7 @@ def draw_predictions(model:nn.Module, # a DETR (not wrapped in DDP)
     "Save a picture of the first `n` images of `dataset` with ground truth (dashed) and predictions (solid)."
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
+    from matplotlib.patheffects import withStroke
     names = {c['id']: c['name'] for c in coco_of(dataset).dataset['categories']}
     items = [dataset[i] for i in range(min(n, len(dataset)))]
     samples, targets = collate_fn(items)
@@ -323,7 +324,7 @@ def draw_predictions(model:nn.Module, # a DETR (not wrapped in DDP)
     outputs = _to_float(model(samples.to(device)))
     sizes = torch.stack([t['size'] for t in targets]).to(device)     # boxes in the transformed image's pixels
     results = postprocess(outputs, sizes)
-    fig = Figure(figsize=(2.6 * len(items), 2.9))
+    fig = Figure(figsize=(3.3 * len(items), 3.7))   # at dpi 100: legible at README width
     axs = np.atleast_1d(fig.subplots(1, len(items)))
     colors = ['tab:red', 'tab:blue', 'tab:green', 'tab:orange', 'tab:purple', 'tab:cyan']
     for ax, (img, t), r in zip(axs, items, results):
@@ -331,17 +332,20 @@ def draw_predictions(model:nn.Module, # a DETR (not wrapped in DDP)
         ax.imshow((img[:, :h, :w] * _STD + _MEAN).clamp(0, 1).permute(1, 2, 0).numpy())
         scale = torch.tensor([w, h, w, h])
         for (cx, cy, bw, bh) in (t['boxes'] * scale).tolist():
-            ax.add_patch(Rectangle((cx - bw / 2, cy - bh / 2), bw, bh, fill=False, ec='white', ls='--', lw=1))
+            ax.add_patch(Rectangle((cx - bw / 2, cy - bh / 2), bw, bh, fill=False, ec='white', ls='--', lw=1.5,
+                                   path_effects=[withStroke(linewidth=3, foreground='black')]))
         keep = r['scores'] >= threshold
         for (x0, y0, x1, y1), s, l in zip(r['boxes'][keep].tolist(), r['scores'][keep].tolist(), r['labels'][keep].tolist()):
             c = colors[l % len(colors)]
-            ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec=c, lw=1.5))
-            ax.text(x0, y0, f"{names.get(l, l)} {s:.2f}", color='white', fontsize=6, va='bottom',
+            ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec=c, lw=2.5))
+            ax.text(x0, y0, f"{names.get(l, l)} {s:.2f}", color='white', fontsize=9, va='bottom',
                     bbox=dict(fc=c, ec='none', pad=0.5, alpha=0.8))
-        ax.set_title(f"image {int(t['image_id'])}: {int(keep.sum())} found, {len(t['boxes'])} true", fontsize=7)
+        ax.set_title(f"image {int(t['image_id'])}: {int(keep.sum())} found, {len(t['boxes'])} true", fontsize=10)
         ax.axis('off')
+    fig.suptitle('dashed white: ground truth    solid, labelled: predictions scoring at least '
+                 f'{threshold:g}', fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    fig.savefig(path, dpi=100)
     return Path(path)
 
 # %% ../nbs/appendix/train_command.ipynb #a95dd940
