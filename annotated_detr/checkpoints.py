@@ -12,8 +12,8 @@ from .transformer import DETR, build_detr
 
 # %% auto #0
 __all__ = ['DETR_URL', 'CHECKPOINTS', 'RESNET_DEPTH', 'hash_prefix', 'cached_download', 'config_from_state_dict',
-           'read_checkpoint', 'load_exactly', 'load_checkpoint', 'detr_resnet50', 'detr_resnet50_dc5', 'detr_resnet101',
-           'detr_resnet101_dc5']
+           'read_checkpoint', 'load_exactly', 'with_inference_meta', 'load_checkpoint', 'detr_resnet50',
+           'detr_resnet50_dc5', 'detr_resnet101', 'detr_resnet101_dc5']
 
 # %% ../nbs/appendix/checkpoints.ipynb #ad77eb31
 DETR_URL = 'https://dl.fbaipublicfiles.com/detr/'
@@ -99,6 +99,17 @@ def load_exactly(model:nn.Module, # the model to load into
     except RuntimeError as e:
         raise ValueError(f"checkpoint does not fit the model{hint}: {' '.join(str(e).split())[:300]}") from None
 
+def with_inference_meta(model:nn.Module, # a DETR whose class head has the checkpoint's K + 1 outputs
+                        ckpt:dict, # the loaded checkpoint; `detr_train` writes 'meta' (train_command appendix)
+                       ) -> nn.Module:
+    "Set `model.class_names` (one per label; unknown ids by number) and `model.eval_size` from the checkpoint's 'meta'."
+    meta = ckpt.get('meta') if isinstance(ckpt, dict) else None
+    if not isinstance(meta, dict): return model
+    cats, K = meta.get('categories') or {}, model.class_embed.out_features - 1
+    if cats: model.class_names = [str(cats.get(i, i)) for i in range(K)]
+    if meta.get('eval_size'): model.eval_size = tuple(int(v) for v in meta['eval_size'])
+    return model
+
 def load_checkpoint(path_or_url:str|Path, # local path, file:// or http(s):// URL of a checkpoint
                     model:DETR|None=None, # load into this model; None: build one that fits the checkpoint
                     num_classes:int|None=None, # K for a new model; differs from the checkpoint's: fresh class head
@@ -123,7 +134,7 @@ def load_checkpoint(path_or_url:str|Path, # local path, file:// or http(s):// UR
         raise ValueError(f"num_classes={num_classes} but the given model has {K} classes")
     if K == ckpt_classes:
         load_exactly(model, sd)
-        return model
+        return with_inference_meta(model, ckpt)
     missing, unexpected = model.load_state_dict({k: v for k, v in sd.items() if not k.startswith('class_embed.')}, strict=False)
     if sorted(missing) != ['class_embed.bias', 'class_embed.weight'] or unexpected:
         raise ValueError(f"checkpoint does not fit the model: missing {missing}, unexpected {unexpected}")

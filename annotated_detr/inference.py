@@ -56,15 +56,17 @@ def _to_pil(image):
 def detect(model:nn.Module, # a DETR model: images -> {'pred_logits', 'pred_boxes'}; or an ONNX Runtime session of one
            images, # a path, PIL image or [3, H, W] tensor in [0, 1], or a list of them
            threshold:float=0.7, # keep detections whose score is above this
-           class_names:list|None=None, # name per label; None: COCO names for 91 classes, else the label number
-           transform=None, # callable(image, target) -> (tensor, target); None: make_coco_transforms('val')
+           class_names:list|None=None, # name per label; None: the checkpoint's names, COCO's for 91 classes, else the number
+           transform=None, # callable(image, target) -> (tensor, target); None: resize to the checkpoint's evaluation size (else 800/1333)
           ) -> list:
     "Per image a dict of tensors `boxes` [n, 4] (x0, y0, x1, y1 pixels), `scores` [n], `labels` [n], and `names`; best first."
     from annotated_detr.data import make_coco_transforms, coco_to_target
     if not 0 <= threshold <= 1: raise ValueError(f"threshold must be in [0, 1], got {threshold}")
     if not isinstance(images, (list, tuple)): images = [images]
     pil_images = [_to_pil(im) for im in images]
-    transform = make_coco_transforms('val') if transform is None else transform
+    if transform is None:
+        size, max_size = getattr(model, 'eval_size', None) or (800, 1333)   # detr_train checkpoints carry theirs
+        transform = make_coco_transforms('val', scales=[size], max_size=max_size)
     if not isinstance(model, nn.Module):   # an onnxruntime.InferenceSession of a `detr_export` file (appendix export)
         from annotated_detr.export import OnnxDETR
         model = OnnxDETR(model)
@@ -80,7 +82,7 @@ def detect(model:nn.Module, # a DETR model: images -> {'pred_logits', 'pred_boxe
     finally:
         model.train(was_training)
     K1 = out['pred_logits'].shape[-1]
-    names = class_names if class_names is not None else (COCO_CLASSES if K1 == 92 else None)
+    names = class_names if class_names is not None else getattr(model, 'class_names', None) or (COCO_CLASSES if K1 == 92 else None)
     results = []
     for r in per_image:
         keep = (r['scores'] > threshold).nonzero()[:, 0]
@@ -137,14 +139,14 @@ def detect_cli(argv:list|None=None, # command-line arguments; None: sys.argv[1:]
     ap.add_argument('--out', default=None, help='output image (one input) or folder (several inputs)')
     ap.add_argument('--num_classes', type=int, default=None, help="number of classes (default: the checkpoint's)")
     ap.add_argument('--backbone', default=None, help="ResNet name (default: the checkpoint's, or resnet50)")
-    ap.add_argument('--size', type=int, default=800, help='resize the shorter side to this (default 800, as in evaluation)')
-    ap.add_argument('--max_size', type=int, default=1333, help='cap on the longer side (default 1333)')
+    ap.add_argument('--size', type=int, default=None, help="resize the shorter side to this (default: the checkpoint's evaluation size, else 800)")
+    ap.add_argument('--max_size', type=int, default=None, help="cap on the longer side (default: the checkpoint's, else 1333)")
     ap.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     ap.add_argument('--debug', action='store_true', help='show the full traceback of an error instead of one line')
     args = ap.parse_args(argv)
     # everything that can be checked without the model, before it loads
     if not 0 <= args.threshold <= 1: raise ValueError(f"--threshold {args.threshold}: must be in [0, 1]")
-    if args.size < 16 or args.max_size < args.size: raise ValueError(f"--size {args.size} --max_size {args.max_size}: need 16 <= size <= max_size")
+    if args.size is not None and args.max_size is not None and (args.size < 16 or args.max_size < args.size): raise ValueError(f"--size {args.size} --max_size {args.max_size}: need 16 <= size <= max_size")
     if args.checkpoint and '://' not in args.checkpoint and not Path(args.checkpoint).is_file():
         raise FileNotFoundError(f"checkpoint not found: {args.checkpoint}" + (' (a folder)' if Path(args.checkpoint).is_dir() else ''))
     failed = {}                                         # image -> why it was skipped
@@ -156,7 +158,11 @@ def detect_cli(argv:list|None=None, # command-line arguments; None: sys.argv[1:]
     from annotated_detr.data import make_coco_transforms
     model = model_from_flags(args.checkpoint, args.backbone, args.num_classes)
     model = model.to(args.device)
-    tfm = make_coco_transforms('val', scales=[args.size], max_size=args.max_size)
+    size, max_size = getattr(model, 'eval_size', None) or (800, 1333)      # what the checkpoint was evaluated at
+    if args.size is not None: size = args.size
+    if args.max_size is not None: max_size = args.max_size
+    if size < 16 or max_size < size: raise ValueError(f"--size {size} --max_size {max_size}: need 16 <= size <= max_size")
+    tfm = make_coco_transforms('val', scales=[size], max_size=max_size)
     results = []
     for image in args.images:                           # one at a time: a bad file costs only itself
         if image in failed: results.append(None); continue

@@ -21,10 +21,10 @@ from .train import (build_training, make_optimizer, train_one_epoch, evaluate, c
 # %% auto #0
 __all__ = ['PRESETS', 'SPLIT_FLAGS', 'DEFAULT_SHAPES_PATH', 'OneLineParser', 'get_args_parser', 'parse_args', 'init_distributed',
            'seed_everything', 'epoch_seed', 'make_loaders', 'SkipUnreadable', 'Targets', 'collate_skipping',
-           'plain_args', 'save_checkpoint', 'kept_checkpoint_name', 'load_training_checkpoint', 'read_log',
-           'plot_history', 'draw_predictions', 'format_coco_stats', 'split_files', 'data_root', 'check_labels',
-           'default_num_classes', 'dataset_report', 'format_report', 'check_finite', 'apply_optimizer_flags',
-           'write_log', 'validate_args', 'main', 'free_port', 'cli']
+           'plain_args', 'save_checkpoint', 'kept_checkpoint_name', 'load_training_checkpoint', 'inference_meta',
+           'read_log', 'plot_history', 'draw_predictions', 'format_coco_stats', 'split_files', 'data_root',
+           'check_labels', 'default_num_classes', 'dataset_report', 'format_report', 'check_finite',
+           'apply_optimizer_flags', 'write_log', 'validate_args', 'main', 'free_port', 'cli']
 
 # %% ../nbs/appendix/train_command.ipynb #ed20b7b3
 PRESETS = {
@@ -272,6 +272,15 @@ def load_training_checkpoint(path:str|Path, # a checkpoint.pth written by `detr_
         raise ValueError(f"--resume: {path} is not a training checkpoint (expected a dict with 'model', "
                          f"'optimizer', 'lr_scheduler', 'epoch')")
     return ckpt
+
+# %% ../nbs/appendix/train_command.ipynb #f7c45873
+def inference_meta(dataset:Dataset, # a split of the run (its COCO categories name the ids)
+                   args:argparse.Namespace, # the run's flags (evaluation size)
+                  ) -> dict:
+    "What inference needs from a run: `categories` (id -> name) and `eval_size` [shorter side, longest side]."
+    cats = coco_of(dataset).dataset.get('categories', [])
+    return {'categories': {int(c['id']): str(c['name']) for c in cats},
+            'eval_size': [int(args.val_size or max(args.scales)), int(args.max_size)]}
 
 # %% ../nbs/appendix/train_command.ipynb #96c250dd
 def read_log(path:str|Path, # a log.txt with one JSON object per line
@@ -647,7 +656,7 @@ def _main(args):
         if out is not None and main_proc:   # the checkpoint carries the log, so that the two agree after any kill
             state = {'model': model.state_dict(), 'optimizer': optimizer.state_dict(),
                      'lr_scheduler': lr_scheduler.state_dict(), 'epoch': epoch, 'args': plain_args(args),
-                     'log': history + records}
+                     'log': history + records, 'meta': inference_meta(ds_val, args)}
             save_checkpoint(state, out/'checkpoint.pth')
             if extra := kept_checkpoint_name(epoch, args.lr_drop): save_checkpoint(state, out/extra)
             last_good = f"{out/'checkpoint.pth'} holds the weights after epoch {epoch}"
