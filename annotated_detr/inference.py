@@ -13,7 +13,7 @@ from .transformer import DETR, MultiheadAttention, keep_attention_weights, to_ne
 from .matcher_loss import PostProcess
 
 # %% auto #0
-__all__ = ['COCO_CLASSES', 'detect', 'draw_detections', 'model_from_flags', 'detect_cli', 'detect_main',
+__all__ = ['COCO_CLASSES', 'detect', 'draw_detections', 'model_from_flags', 'write_detections_json', 'detect_cli', 'detect_main',
            'decoder_cross_attention', 'encoder_self_attention', 'to_picture', 'plot_decoder_attention',
            'plot_encoder_attention']
 
@@ -126,10 +126,28 @@ def model_from_flags(checkpoint:str|None=None, # checkpoint path or URL; None: t
         return released[backbone or 'resnet50'](pretrained=True, num_classes=num_classes or 91)
     return T.load_checkpoint(checkpoint, num_classes=num_classes, **({} if backbone is None else {'backbone': backbone}))
 
+def write_detections_json(image, # the image file the detections belong to
+                          dets:dict, # its result of `detect`
+                          path:str|Path, # the JSON file to write
+                          position:int, # the image's place in the command line, from 1 (its COCO id unless its name is a number)
+                         ) -> list:
+    "Write one image's detections as JSON (boxes xyxy in pixels); return them in COCO's results format (bbox x, y, w, h)."
+    import json
+    from pathlib import Path
+    stem = Path(image).stem
+    image_id = int(stem) if stem.isdigit() else position          # COCO's files are named by their id
+    boxes = dets['boxes'].tolist()
+    found = [{'box': [round(v, 2) for v in b], 'score': round(s, 4), 'label': l, 'name': n}
+             for b, s, l, n in zip(boxes, dets['scores'].tolist(), dets['labels'].tolist(), dets['names'])]
+    Path(path).write_text(json.dumps({'image': str(image), 'image_id': image_id, 'detections': found}, indent=1))
+    return [{'image_id': image_id, 'category_id': d['label'], 'score': d['score'], 'file_name': Path(image).name,
+             'bbox': [d['box'][0], d['box'][1], round(d['box'][2] - d['box'][0], 2), round(d['box'][3] - d['box'][1], 2)]}
+            for d in found]
+
 def detect_cli(argv:list|None=None, # command-line arguments; None: sys.argv[1:]
               ):
     "The `detr_detect` command: detect objects in images and write them with boxes and names drawn."
-    import argparse, sys
+    import argparse, json, sys
     from pathlib import Path
     ap = argparse.ArgumentParser('detr_detect', description='Detect objects with DETR and draw them on the images.')
     ap.error = lambda message: ap.exit(2, f"detr_detect: error: {message} (detr_detect -h lists the flags)\n")
@@ -142,6 +160,8 @@ def detect_cli(argv:list|None=None, # command-line arguments; None: sys.argv[1:]
     ap.add_argument('--size', type=int, default=None, help="resize the shorter side to this (default: the checkpoint's evaluation size, else 800)")
     ap.add_argument('--max_size', type=int, default=None, help="cap on the longer side (default: the checkpoint's, else 1333)")
     ap.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    ap.add_argument('--json', action='store_true', help='also write each image\'s detections as JSON beside its picture, '
+                    'and all of them as one COCO results file, detections_coco.json')
     ap.add_argument('--debug', action='store_true', help='show the full traceback of an error instead of one line')
     args = ap.parse_args(argv)
     # everything that can be checked without the model, before it loads
@@ -163,7 +183,7 @@ def detect_cli(argv:list|None=None, # command-line arguments; None: sys.argv[1:]
     if args.max_size is not None: max_size = args.max_size
     if size < 16 or max_size < size: raise ValueError(f"--size {size} --max_size {max_size}: need 16 <= size <= max_size")
     tfm = make_coco_transforms('val', scales=[size], max_size=max_size)
-    results = []
+    results, coco_results = [], []
     for image in args.images:                           # one at a time: a bad file costs only itself
         if image in failed: results.append(None); continue
         try: dets = detect(model, image, threshold=args.threshold, transform=tfm)[0]
@@ -175,9 +195,14 @@ def detect_cli(argv:list|None=None, # command-line arguments; None: sys.argv[1:]
         else: Path(args.out).mkdir(parents=True, exist_ok=True); out = Path(args.out) / (src.stem + '_detr.png')
         draw_detections(image, dets, out)
         results.append(dets)
+        if args.json: coco_results += write_detections_json(image, dets, out.with_suffix('.json'), len(results))
         print(f"{image}: {len(dets['labels'])} detections -> {out}")
         for n, s, b in zip(dets['names'], dets['scores'].tolist(), dets['boxes'].tolist()):
             print(f"  {n:>16s} {s:.3f} [{', '.join(f'{v:.1f}' for v in b)}]")
+    if args.json and coco_results is not None and any(r is not None for r in results):
+        folder = Path(args.out) if args.out is not None and len(args.images) > 1 else out.parent
+        (folder / 'detections_coco.json').write_text(json.dumps(coco_results))
+        print(f"COCO results: {folder / 'detections_coco.json'}")
     if failed:
         print(f"detr_detect: skipped {len(failed)} of {len(args.images)} image(s): "
               + '; '.join(f'{k}: {v}' for k, v in failed.items()), file=sys.stderr)
