@@ -5,6 +5,7 @@ README's first command does), then measure what a user gets from the checkpoint,
     python bench/quickstart.py --minutes 5.5                     # a machine 1.8x slower, in effect
     python bench/quickstart.py --checkpoint runs/quickstart/checkpoint.pth   # only measure an existing run
     python bench/quickstart.py --minutes 3 --lr 5e-4             # any detr_train flag overrides the preset
+    python bench/quickstart.py --epochs 10 --threads 1 --no-pad_invariant --dec_layers 2   # fixed epochs, no budget
 
 It prints the epochs and seconds per epoch the figures came from; the AP that training printed (its last evaluation),
 the AP of `detr_train --eval`, the AP of `detect` run on every validation image alone, and of padded batches of 8;
@@ -34,6 +35,8 @@ def run():
     p.add_argument('--threads', type=int, default=2, help='torch CPU threads')
     p.add_argument('--output_dir', default=None, help='default: runs/bench_quickstart/<time>')
     p.add_argument('--checkpoint', default=None, help='measure this checkpoint instead of training one')
+    p.add_argument('--epochs', type=int, default=None, help='train this many epochs instead of a time budget '
+                   '(the learning rate drops after 80 %% of them): comparisons that do not move with the machine')
     known, rest = p.parse_known_args()
     # OpenMP's waiting policy is left to the environment, as in README's command: on an idle machine the default
     # (spinning) was faster; on cores shared with other processes use OMP_WAIT_POLICY=PASSIVE (set before torch loads).
@@ -48,6 +51,9 @@ def run():
     if known.checkpoint is None:
         out = known.output_dir or f"runs/bench_quickstart/{time.strftime('%Y%m%d-%H%M%S')}"
         args = parse_args(['--preset', 'quickstart', '--time_budget', str(known.minutes), '--output_dir', out, *rest])
+        if known.epochs:   # the 07 table's comparisons: the same number of epochs for every variant
+            args.time_budget, args.lr_drop_time, args.epochs = None, None, known.epochs
+            if '--lr_drop' not in rest: args.lr_drop = max(1, int(0.8 * known.epochs))
         main(args)
         checkpoint = Path(out) / 'checkpoint.pth'
     else: checkpoint = Path(known.checkpoint)
