@@ -12,8 +12,8 @@ from .transformer import DETR, build_detr
 
 # %% auto #0
 __all__ = ['DETR_URL', 'CHECKPOINTS', 'RESNET_DEPTH', 'hash_prefix', 'cached_download', 'config_from_state_dict',
-           'read_checkpoint', 'load_exactly', 'with_inference_meta', 'load_checkpoint', 'detr_resnet50',
-           'detr_resnet50_dc5', 'detr_resnet101', 'detr_resnet101_dc5']
+           'read_checkpoint', 'load_exactly', 'config_from_checkpoint', 'with_inference_meta', 'load_checkpoint',
+           'detr_resnet50', 'detr_resnet50_dc5', 'detr_resnet101', 'detr_resnet101_dc5']
 
 # %% ../nbs/appendix/checkpoints.ipynb #ad77eb31
 DETR_URL = 'https://dl.fbaipublicfiles.com/detr/'
@@ -99,6 +99,18 @@ def load_exactly(model:nn.Module, # the model to load into
     except RuntimeError as e:
         raise ValueError(f"checkpoint does not fit the model{hint}: {' '.join(str(e).split())[:300]}") from None
 
+def config_from_checkpoint(sd:dict, # the model's state dict
+                           ckpt:dict, # the whole checkpoint (its 'args', if any)
+                           path_or_url='', # where it came from: a '...dc5...' name means DC5 when the args do not say
+                          ) -> dict:
+    "`build_detr` arguments for a checkpoint: what its weights determine, plus nheads, dilation, pad_invariant from its args."
+    cfg = config_from_state_dict(sd)
+    args = ckpt.get('args')
+    args = vars(args) if isinstance(args, argparse.Namespace) else args if isinstance(args, dict) else {}
+    cfg.update({k: args[k] for k in ('nheads', 'dilation', 'pad_invariant') if k in args})
+    if 'dilation' not in args and 'dc5' in Path(str(path_or_url)).name: cfg['dilation'] = True
+    return cfg
+
 def with_inference_meta(model:nn.Module, # a DETR whose class head has the checkpoint's K + 1 outputs
                         ckpt:dict, # the loaded checkpoint; `detr_train` writes 'meta' (train_command appendix)
                        ) -> nn.Module:
@@ -120,12 +132,7 @@ def load_checkpoint(path_or_url:str|Path, # local path, file:// or http(s):// UR
     sd, ckpt = read_checkpoint(path_or_url, progress)
     ckpt_classes = sd['class_embed.weight'].shape[0] - 1 if 'class_embed.weight' in sd else None
     if model is None:
-        cfg = config_from_state_dict(sd)
-        args = ckpt.get('args')
-        args = vars(args) if isinstance(args, argparse.Namespace) else args if isinstance(args, dict) else {}
-        cfg.update({k: args[k] for k in ('nheads', 'dilation', 'pad_invariant') if k in args})
-        if 'dilation' not in args and 'dc5' in Path(str(path_or_url)).name: cfg['dilation'] = True
-        cfg.update(kwargs)
+        cfg = {**config_from_checkpoint(sd, ckpt, path_or_url), **kwargs}
         if num_classes is not None: cfg['num_classes'] = num_classes
         model = build_detr(**cfg)
     elif kwargs: raise ValueError(f"build arguments {sorted(kwargs)} only apply when no model is given")

@@ -368,17 +368,11 @@ def segmentation_from_detector(path_or_url:str|Path, # a DETR detection checkpoi
                                **kwargs, # `build_detr` arguments the weights do not determine (nheads, dilation)
                               ) -> DETRsegm:
     "The segmentation model around a trained detector: the checkpoint's DETR loaded strictly and frozen, a fresh mask head."
-    import argparse
-    from annotated_detr.checkpoints import config_from_state_dict
+    from annotated_detr.checkpoints import config_from_checkpoint
     sd, ckpt = read_checkpoint(path_or_url, progress)
     if 'detr.class_embed.weight' in sd:
         raise ValueError(f"{Path(str(path_or_url)).name} already holds a segmentation model: use load_segmentation_checkpoint")
-    cfg = config_from_state_dict(sd)
-    args = ckpt.get('args')
-    args = vars(args) if isinstance(args, argparse.Namespace) else args if isinstance(args, dict) else {}
-    cfg.update({k: args[k] for k in ('nheads', 'dilation', 'pad_invariant') if k in args})
-    cfg.update(kwargs)
-    model = build_detr(**cfg, masks=True)
+    model = build_detr(**{**config_from_checkpoint(sd, ckpt, path_or_url), **kwargs}, masks=True)
     load_exactly(model.detr, sd, ' (the detector inside the segmentation model)')
     return freeze_detector(model)
 
@@ -431,17 +425,9 @@ def coco_evaluate_masks(coco_gt, # pycocotools COCO of the split, with segmentat
                         results:list, # `masks_to_coco_results` output
                         img_ids:list|None=None, # evaluate only these images (default: all)
                        ) -> np.ndarray:
-    "The twelve COCO statistics (AP, AP50, ...) of mask `results`, with COCOeval's 'segm' IoU."
-    import contextlib
-    from pycocotools.cocoeval import COCOeval
-    if len(results) == 0:
-        warnings.warn("no masks to evaluate: every COCO statistic is set to 0")
-        return np.zeros(12)
-    with contextlib.redirect_stdout(io.StringIO()):
-        ev = COCOeval(coco_gt, coco_gt.loadRes(results), iouType='segm')
-        if img_ids is not None: ev.params.imgIds = sorted(int(i) for i in img_ids)
-        ev.evaluate(); ev.accumulate(); ev.summarize()
-    return ev.stats.copy()
+    "The twelve COCO statistics (AP, AP50, ...) of mask `results`: 07's `coco_evaluate` with COCOeval's 'segm' IoU."
+    from annotated_detr.train import coco_evaluate
+    return coco_evaluate(coco_gt, results, img_ids, iou_type='segm')
 
 @torch.no_grad()
 def evaluate_masks(model:DETRsegm, # the segmentation model

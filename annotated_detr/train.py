@@ -212,15 +212,16 @@ def to_coco_results(predictions:dict, # image id -> {'scores' [n], 'labels' [n],
 def coco_evaluate(coco_gt, # pycocotools COCO of the split (a dataset's `.coco`)
                   results:list, # detections in COCO's result format
                   img_ids:list|None=None, # evaluate only these images (default: all of coco_gt)
+                  iou_type:str='bbox', # 'bbox', or 'segm' for masks (appendix segmentation)
                  ) -> np.ndarray:
     "The twelve COCO box statistics (`COCO_STAT_NAMES`) of `results` against `coco_gt`."
     from pycocotools.cocoeval import COCOeval
     if len(results) == 0:
-        warnings.warn("no detections to evaluate: every COCO statistic is set to 0")
+        warnings.warn(f"no {'masks' if iou_type == 'segm' else 'detections'} to evaluate: every COCO statistic is set to 0")
         return np.zeros(12)
     with contextlib.redirect_stdout(io.StringIO()):
         coco_dt = coco_gt.loadRes(results)
-        ev = COCOeval(coco_gt, coco_dt, iouType='bbox')
+        ev = COCOeval(coco_gt, coco_dt, iouType=iou_type)
         if img_ids is not None: ev.params.imgIds = sorted(int(i) for i in img_ids)
         ev.evaluate(); ev.accumulate(); ev.summarize()
     return ev.stats.copy()
