@@ -63,6 +63,13 @@ def _folded_conv(conv:nn.Conv2d, bn:nn.Module) -> nn.Conv2d:
         new.bias.copy_(bn.bias + (bias - bn.running_mean) * scale)
     return new.requires_grad_(False)
 
+def _identity_keeping_hooks(bn:nn.Module) -> nn.Identity:
+    "An nn.Identity in place of a folded batch norm that keeps its forward hooks (and `pad_stride`, appendix padding)."
+    ident = nn.Identity()
+    for hook in bn._forward_hooks.values(): ident.register_forward_hook(hook)
+    if hasattr(bn, 'pad_stride'): ident.pad_stride = bn.pad_stride
+    return ident
+
 def fold_batch_norms(model:nn.Module, # a model in eval mode
                     ) -> nn.Module:
     "A copy of `model` in which each convolution followed by a frozen or eval-mode batch norm is one plain convolution."
@@ -73,7 +80,7 @@ def fold_batch_norms(model:nn.Module, # a model in eval mode
             if (type(conv) is ConvWithFrozenBN and type(bn) is FrozenBNInConv
                     or type(conv) is nn.Conv2d and type(bn) in (FrozenBatchNorm2d, nn.BatchNorm2d)):
                 setattr(parent, cname, _folded_conv(conv, bn))
-                setattr(parent, bname, nn.Identity())
+                setattr(parent, bname, _identity_keeping_hooks(bn))
     return model
 
 # %% ../nbs/appendix/export.ipynb #c75997df

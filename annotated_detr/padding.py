@@ -41,16 +41,16 @@ def make_pad_invariant(backbone:Backbone, # changed in place
     with torch.no_grad(): outs = backbone.eval().body(torch.zeros(1, 3, probe, probe))
     backbone.train(was_training)
     for h in handles: h.remove()
-    strides = {m: probe // widths[m] for m in norms}
+    for m in norms: m.pad_stride = probe // widths[m]   # on the module, so copies of the model keep it
     out_strides = {k: probe // v.shape[-1] for k, v in outs.items()}
     state = {}                                           # the current batch's image sizes, set for one forward
 
     def record_sizes(module, args):
         x, mask = args[0].decompose()
-        state['sizes'] = ((~mask).any(2).sum(1), (~mask).any(1).sum(1)) if mask.any() else None   # (B,), (B,)
+        state['sizes'] = ((~mask).any(2).sum(1), (~mask).any(1).sum(1))   # (B,), (B,); no branch on data: exportable
     def zero_padding(module, args, out):
         if state.get('sizes') is None: return out
-        return out * ~padding_mask(*state['sizes'], strides[module], out.shape[-2:]).unsqueeze(1)
+        return out * ~padding_mask(*state['sizes'], module.pad_stride, out.shape[-2:]).unsqueeze(1)
     def exact_masks(module, args, out):
         x, mask = args[0].decompose()
         heights, widths = (~mask).any(2).sum(1), (~mask).any(1).sum(1)
