@@ -31,6 +31,7 @@ dev_requirements = shlex.split(cfg.get('dev_requirements') or '')
 bench_requirements = shlex.split(cfg.get('bench_requirements') or '')
 docs_requirements = shlex.split(cfg.get('docs_requirements') or '')
 export_requirements = shlex.split(cfg.get('export_requirements') or '')
+tensorboard_requirements = shlex.split(cfg.get('tensorboard_requirements') or '')
 
 package_data = dict()
 pkg_data = cfg.get('package_data', None)
@@ -50,7 +51,7 @@ setuptools.setup(
     include_package_data = True,
     install_requires = requirements,
     extras_require = {'dev': dev_requirements, 'bench': bench_requirements, 'docs': docs_requirements,
-                      'export': export_requirements},
+                      'export': export_requirements, 'tensorboard': tensorboard_requirements},
     dependency_links = cfg.get('dep_links','').split(),
     python_requires  = '>=' + cfg['min_python'],
     long_description = open('README.md', encoding='utf-8').read(),

@@ -11,7 +11,7 @@ from torch import nn, Tensor
 from .transformer import DETR, build_detr
 
 # %% auto #0
-__all__ = ['DETR_URL', 'CHECKPOINTS', 'RESNET_DEPTH', 'hash_prefix', 'cached_download', 'config_from_state_dict',
+__all__ = ['DETR_URL', 'CHECKPOINTS', 'RESNET_DEPTH', 'hash_prefix', 'cache_path', 'cached_download', 'config_from_state_dict',
            'read_checkpoint', 'load_exactly', 'config_from_checkpoint', 'with_inference_meta', 'load_checkpoint',
            'detr_resnet50', 'detr_resnet50_dc5', 'detr_resnet101', 'detr_resnet101_dc5']
 
@@ -29,21 +29,28 @@ def hash_prefix(filename:str) -> str|None:
     m = re.search(r'-([a-f0-9]{8,})\.', Path(filename).name)
     return m.group(1) if m else None
 
+def cache_path(url:str, # an http(s):// or file:// URL
+              ) -> Path:
+    "Where torch.hub caches the file of `url`: `<torch.hub.get_dir()>/checkpoints/<its name>`."
+    fname = Path(urllib.parse.urlparse(url).path).name
+    if not fname: raise ValueError(f"cannot tell the file name of {url!r}")
+    return Path(torch.hub.get_dir()) / 'checkpoints' / fname
+
+def _hash_mismatch(e:RuntimeError, fname:str) -> RuntimeError:
+    "torch.hub's 'invalid hash value' error, said plainly (any other error unchanged)."
+    if 'invalid hash value' not in str(e): return e
+    return RuntimeError(f"hash mismatch for {fname}: its SHA-256 does not start with {hash_prefix(fname)} as its "
+                        f"name says; the file is corrupt or not the one expected (nothing was cached). {e}")
+
 def cached_download(url:str, # an http(s):// or file:// URL
                     progress:bool=True, # show a progress bar while downloading
                    ) -> Path:
     "Download `url` once into torch.hub's checkpoint cache, checking the SHA-256 prefix in its name."
-    fname = Path(urllib.parse.urlparse(url).path).name
-    if not fname: raise ValueError(f"cannot tell the file name of {url!r}")
-    dst = Path(torch.hub.get_dir()) / 'checkpoints' / fname
+    dst = cache_path(url)
     if not dst.exists():
         dst.parent.mkdir(parents=True, exist_ok=True)
-        expected = hash_prefix(fname)
-        try: torch.hub.download_url_to_file(url, str(dst), hash_prefix=expected, progress=progress)
-        except RuntimeError as e:
-            if 'invalid hash value' not in str(e): raise
-            raise RuntimeError(f"hash mismatch for {fname}: its SHA-256 does not start with {expected} as its "
-                               f"name says; the file is corrupt or not the one expected (nothing was cached). {e}") from None
+        try: torch.hub.download_url_to_file(url, str(dst), hash_prefix=hash_prefix(dst.name), progress=progress)
+        except RuntimeError as e: raise _hash_mismatch(e, dst.name) from None
     return dst
 
 # %% ../nbs/appendix/checkpoints.ipynb #52f2f178
@@ -74,13 +81,20 @@ def read_checkpoint(path_or_url:str|Path, # local path, file:// or http(s):// UR
                    ) -> tuple[dict, dict]:
     "Read a checkpoint safely: (state dict, the whole checkpoint dictionary)."
     s = str(path_or_url)
-    path = cached_download(s, progress) if re.match(r'^(https?|file)://', s) else Path(s)
-    if not path.exists(): raise FileNotFoundError(f"checkpoint not found: {path}")
+    url = re.match(r'^(https?|file)://', s) is not None
+    path = cache_path(s) if url else Path(s)
+    if not url and not path.exists(): raise FileNotFoundError(f"checkpoint not found: {path}")
     if path.is_dir(): raise IsADirectoryError(f"checkpoint {path} is a folder, not a file")
-    allowed = [argparse.Namespace]  # the original training checkpoints pickle their arguments
-    safe = torch.serialization.safe_globals(allowed) if hasattr(torch.serialization, 'safe_globals') else contextlib.nullcontext()
     try:
-        with safe: ckpt = torch.load(path, map_location='cpu', weights_only=True)
+        with torch.serialization.safe_globals([argparse.Namespace]):   # the original training checkpoints pickle their arguments
+            if url: ckpt = torch.hub.load_state_dict_from_url(s, map_location='cpu', progress=progress, weights_only=True,
+                                                              check_hash=hash_prefix(path.name) is not None)
+            else: ckpt = torch.load(path, map_location='cpu', weights_only=True)
+    except OSError: raise    # no network, no such URL: as urllib says it
+    except RuntimeError as e:
+        if 'invalid hash value' in str(e): raise _hash_mismatch(e, path.name) from None
+        raise ValueError(f"cannot read checkpoint {path}: it is truncated, not a PyTorch checkpoint, or holds objects "
+                         f"other than tensors and plain values ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
     except Exception as e:   # truncated, not a checkpoint, or a pickle that asks to run code (refused, never run)
         raise ValueError(f"cannot read checkpoint {path}: it is truncated, not a PyTorch checkpoint, or holds objects "
                          f"other than tensors and plain values ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None

@@ -17,9 +17,10 @@ from .transformer import build_detr
 from .matcher_loss import build_criterion, PostProcess
 
 # %% auto #0
-__all__ = ['COCO_STAT_NAMES', 'build_training', 'param_groups', 'make_optimizer', 'get_world_size', 'get_rank', 'is_main_process',
-           'reduce_mean', 'all_gather', 'cpu_has_native_bf16', 'amp_enabled', 'train_one_epoch', 'to_coco_results',
-           'coco_evaluate', 'coco_of', 'evaluate']
+__all__ = ['AMP_DTYPES', 'COCO_STAT_NAMES', 'build_training', 'param_groups', 'make_optimizer', 'get_world_size', 'get_rank',
+           'is_main_process', 'reduce_mean', 'all_gather', 'cpu_has_native_bf16', 'amp_dtype', 'amp_enabled',
+           'make_grad_scaler', 'warmup_schedule', 'train_one_epoch', 'to_coco_results', 'coco_evaluate', 'coco_of',
+           'evaluate']
 
 # %% ../nbs/07_train.ipynb #7ef74f74
 def build_training(args:argparse.Namespace, # flags from `parse_args`
@@ -102,17 +103,39 @@ def _to_device(targets, device) -> list:
 
 def cpu_has_native_bf16() -> bool:
     "Whether this CPU has bf16 instructions (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slower than float32."
-    try: caps = torch._C._cpu._get_cpu_capability()   # PyTorch's own CPU feature probe
+    # PyTorch's own CPU feature probe, private: the public torch.backends.cpu.get_cpu_capability() names only the
+    # vector level its kernels were chosen for ('AVX2', 'AVX512'), which does not tell whether bf16 is native
+    try: caps = torch._C._cpu._get_cpu_capability()
     except (AttributeError, RuntimeError): return False
     return bool(caps.get('avx512_bf16') or caps.get('amx_bf16'))
 
-def amp_enabled(device:torch.device, amp:bool) -> bool:
-    "Whether `--amp` takes effect: on CUDA, and on CPUs with native bf16."
-    return amp and (device.type == 'cuda' or (device.type == 'cpu' and cpu_has_native_bf16()))
+AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
 
-def _autocast(device:torch.device, amp:bool):
-    "bf16 autocast when `amp` takes effect on `device`, otherwise a no-op context."
-    return torch.autocast(device.type, dtype=torch.bfloat16) if amp_enabled(device, amp) else contextlib.nullcontext()
+def amp_dtype(device:torch.device, amp:bool|str) -> torch.dtype|None:
+    "The autocast dtype of `amp` (False, True = 'bf16', 'bf16', 'fp16') on `device`: bf16 on CUDA and CPUs with native bf16, fp16 on CUDA; None = float32."
+    if not amp: return None
+    name = 'bf16' if amp is True else amp
+    if name not in AMP_DTYPES: raise ValueError(f"amp must be True, False or one of {list(AMP_DTYPES)}, got {amp!r}")
+    if device.type == 'cuda': return AMP_DTYPES[name]
+    return torch.bfloat16 if device.type == 'cpu' and name == 'bf16' and cpu_has_native_bf16() else None
+
+def amp_enabled(device:torch.device, amp:bool|str) -> bool:
+    "Whether `--amp` takes effect on `device` (see `amp_dtype`)."
+    return amp_dtype(device, amp) is not None
+
+def _autocast(device:torch.device, amp:bool|str):
+    "Autocast to `amp_dtype(device, amp)`, or a no-op context when that is None."
+    dtype = amp_dtype(device, amp)
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+def make_grad_scaler(device:torch.device, amp:bool|str) -> torch.amp.GradScaler:
+    "A `GradScaler` that is on only for fp16 autocast (fp16's 5-bit exponent flushes small gradients to zero; bf16 needs no scaling)."
+    return torch.amp.GradScaler(device.type, enabled=amp_dtype(device, amp) == torch.float16)
+
+def warmup_schedule(optimizer:torch.optim.Optimizer, steps:int) -> torch.optim.lr_scheduler.LinearLR|None:
+    "PyTorch's `LinearLR` as a warm-up stepped once per training step: the rates times (t + 1) / steps at step t; None if steps <= 1."
+    if steps <= 1: return None
+    return torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1 / steps, end_factor=1., total_iters=steps - 1)
 
 def _progress(loader, desc:str):
     "A tqdm bar over `loader`, only on rank 0 and only when stderr is a terminal."
@@ -125,14 +148,11 @@ def _all_past(t:float, device) -> bool:
     if get_world_size() > 1: dist.all_reduce(flag, op=dist.ReduceOp.MAX)
     return flag.item() > 0
 
-def _schedule_lr(optimizer, base_lrs:list, t:int, warmup_steps:int, drop_time:float|None, device) -> list:
-    "At step `t` of the run: the timed drop (divide by 10, once per run), then the linear warm-up; the new base rates."
+def _timed_drop(optimizer, drop_time:float|None, device) -> None:
+    "Once `time.time()` passes `drop_time` (on any process), divide the learning rates by 10, once per run."
+    # a hand edit, not a scheduler: when it happens depends on the clock, not on a count of steps or epochs
     if drop_time is not None and not optimizer.param_groups[0].get('time_dropped') and _all_past(drop_time, device):
-        base_lrs = [lr / 10 for lr in base_lrs]
-        for g, lr in zip(optimizer.param_groups, base_lrs): g['lr'], g['time_dropped'] = lr, True
-    if t < warmup_steps:
-        for g, lr in zip(optimizer.param_groups, base_lrs): g['lr'] = lr * (t + 1) / warmup_steps
-    return base_lrs
+        for g in optimizer.param_groups: g['lr'], g['time_dropped'] = g['lr'] / 10, True
 
 def _check_outputs(outputs:dict, epoch:int, step:int, last_good:str, device) -> None:
     "Raise FloatingPointError if the model's outputs are not finite (on any process)."
@@ -150,23 +170,24 @@ def train_one_epoch(model:nn.Module, # DETR, possibly wrapped in DistributedData
                     device:torch.device|str,
                     epoch:int, # used in messages and for the warm-up's step count
                     max_norm:float=0., # gradient clipping max norm (0: off)
-                    amp:bool=False, # bf16 autocast (CUDA, and CPUs with native bf16)
-                    warmup_steps:int=0, # linear warm-up over the first steps of the run
+                    amp:bool|str=False, # autocast: True or 'bf16' (CUDA, CPUs with native bf16), 'fp16' (CUDA)
+                    warmup=None, # a scheduler stepped after each step (`warmup_schedule`)
                     deadline:float|None=None, # stop the epoch once time.time() passes this
                     drop_time:float|None=None, # once time.time() passes this, divide the learning rates by 10 (once per run)
                     last_good:str='no checkpoint was written by this call', # where the last good weights are, for the messages
+                    scaler:torch.amp.GradScaler|None=None, # loss scaling for fp16 (`make_grad_scaler`); None: off
                    ) -> dict:
     "Train for one pass over `data_loader`; the mean of each loss, the learning rate and the number of steps."
     device = torch.device(device)
     model.train(); criterion.train()
     weights = criterion.weight_dict
-    base_lrs = [g['lr'] for g in optimizer.param_groups]
+    scaler = scaler or torch.amp.GradScaler(device.type, enabled=False)
     sums, steps, time_up, skipped = defaultdict(float), 0, False, []
     bar = _progress(data_loader, f'epoch {epoch}')
     for step, (samples, targets) in enumerate(bar):
         skipped += getattr(targets, 'skipped', [])                  # unreadable images left out (--skip_bad_images)
         if samples is None: continue                                  # none of the batch could be read
-        base_lrs = _schedule_lr(optimizer, base_lrs, epoch * len(data_loader) + step, warmup_steps, drop_time, device)
+        _timed_drop(optimizer, drop_time, device)
         samples, targets = samples.to(device), _to_device(targets, device)
         with _autocast(device, amp): outputs = _to_float(model(samples))
         _check_outputs(outputs, epoch, step, last_good, device)
@@ -179,18 +200,19 @@ def train_one_epoch(model:nn.Module, # DETR, possibly wrapped in DistributedData
             raise FloatingPointError(f"loss is {loss_value} at epoch {epoch}, step {step}: stopping training "
                                      f"(losses: {bad}); {last_good}")
         optimizer.zero_grad()
-        loss.backward()
+        scaler.scale(loss).backward()                                # fp16: the loss scaled up (otherwise as is)
+        scaler.unscale_(optimizer)                                    # the true gradients, before clipping
         if max_norm > 0: torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-        optimizer.step()
+        scaler.step(optimizer); scaler.update()
+        if warmup is not None: warmup.step()
         sums['loss'] += loss_value
         for k, v in logged.items():
             if not k[-1].isdigit(): sums[k] += v.item()             # last decoder layer only, not the _0.._4 copies
         steps += 1
         bar.set_postfix(loss=f'{loss_value:.3f}', refresh=False)
         if deadline is not None and _all_past(deadline, device): time_up = True; break
-    for g, lr in zip(optimizer.param_groups, base_lrs): g['lr'] = lr
     stats = {k: v / max(steps, 1) for k, v in sums.items()}
-    stats.update(lr=base_lrs[0], steps=steps, time_up=time_up)
+    stats.update(lr=optimizer.param_groups[0]['lr'], steps=steps, time_up=time_up)
     if skipped: stats['skipped_images'] = skipped
     return stats
 
@@ -240,7 +262,7 @@ def evaluate(model:nn.Module, # DETR, possibly wrapped in DistributedDataParalle
              postprocess:nn.Module, # PostProcess
              data_loader:DataLoader, # validation loader over a CocoDetection (or a Subset of one)
              device:torch.device|str,
-             amp:bool=False, # bf16 autocast (CUDA, and CPUs with native bf16)
+             amp:bool|str=False, # autocast as in `train_one_epoch`
             ) -> dict:
     "COCO box statistics on `data_loader`'s split (`coco_eval_bbox`, 12 numbers) and the mean validation losses."
     device = torch.device(device)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/appendix/train_command.ipynb #e1326b82
 from __future__ import annotations
-import argparse, errno, io, json, logging, math, os, random, socket, sys, time, warnings
+import argparse, errno, importlib, io, json, logging, math, os, random, socket, sys, time, warnings
 from pathlib import Path
 import numpy as np
 import torch
@@ -16,15 +16,17 @@ from .nested_tensor import NestedTensor, collate_fn
 from .data import build_dataset, CocoDetection, DATASET_DEFAULTS, make_coco_transforms
 from .checkpoints import load_checkpoint, load_exactly, cached_download
 from .train import (build_training, make_optimizer, train_one_epoch, evaluate, coco_of, COCO_STAT_NAMES,
-                                  get_world_size, get_rank, is_main_process, amp_enabled, _to_float, _in_notebook)
+                                  get_world_size, get_rank, is_main_process, amp_enabled, make_grad_scaler,
+                                  warmup_schedule, _to_float, _in_notebook)
 
 # %% auto #0
 __all__ = ['PRESETS', 'SPLIT_FLAGS', 'DEFAULT_SHAPES_PATH', 'OneLineParser', 'get_args_parser', 'parse_args', 'init_distributed',
            'seed_everything', 'epoch_seed', 'make_loaders', 'SkipUnreadable', 'Targets', 'collate_skipping',
-           'plain_args', 'save_checkpoint', 'kept_checkpoint_name', 'load_training_checkpoint', 'inference_meta',
-           'read_log', 'plot_history', 'draw_predictions', 'format_coco_stats', 'split_files', 'data_root',
-           'check_labels', 'default_num_classes', 'dataset_report', 'format_report', 'check_finite',
-           'apply_optimizer_flags', 'write_log', 'validate_args', 'main', 'free_port', 'cli']
+           'resume_warmup', 'plain_args', 'save_checkpoint', 'kept_checkpoint_name', 'load_training_checkpoint',
+           'inference_meta', 'read_log', 'plot_history', 'draw_predictions', 'format_coco_stats', 'tensorboard_writer',
+           'log_tensorboard', 'split_files', 'data_root', 'check_labels', 'default_num_classes', 'dataset_report',
+           'format_report', 'check_finite', 'apply_optimizer_flags', 'write_log', 'validate_args', 'main', 'free_port',
+           'cli']
 
 # %% ../nbs/appendix/train_command.ipynb #ed20b7b3
 PRESETS = {
@@ -110,12 +112,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument('--last_stage', default=4, type=int, choices=(3, 4),
                    help='4: the ResNet up to layer4, stride 32 (the paper); 3: stop after layer3, stride 16 (small images)')
     g.add_argument('--pretrained', default=None, help='fine-tune from this DETR checkpoint (path or URL)')
-    g.add_argument('--amp', action='store_true', help='bf16 autocast (CUDA, and CPUs with native bf16)')
+    g.add_argument('--amp', action='store_true', help='autocast to --amp_dtype (bf16: CUDA and CPUs with native bf16; fp16: CUDA)')
+    g.add_argument('--amp_dtype', default='bf16', choices=('bf16', 'fp16'),
+                   help='fp16 for GPUs without bf16 (V100, T4): the loss is scaled (torch.amp.GradScaler)')
     g.add_argument('--no_amp', dest='amp', action='store_false', help='float32 even where a preset asks for --amp')
     g.add_argument('--compile', action='store_true', help='torch.compile the model (needs a C++ compiler on CPU; the first steps compile)')
     g.add_argument('--warmup_steps', default=0, type=int, help='linear learning-rate warm-up over this many steps')
     g.add_argument('--time_budget', default=None, type=float, help='stop training after this many minutes')
     g.add_argument('--lr_drop_time', default=None, type=float, help='with --time_budget: divide the learning rate by 10 after this fraction of it')
+    g.add_argument('--tensorboard', action='store_true', help='also log to TensorBoard, in --output_dir (needs the tensorboard package)')
     g.add_argument('--eval_every', default=1, type=int, help='evaluate every this many epochs (and after the last)')
     g.add_argument('--skip_bad_images', action='store_true',
                    help='leave unreadable training images out and name them at the end of the epoch (default: stop)')
@@ -218,6 +223,16 @@ def collate_skipping(batch:list, # (image, target) pairs, or (None, message) fro
     samples, targets = collate_fn(good) if good else (None, [])
     targets = Targets(targets); targets.skipped = [b[1] for b in batch if b[0] is None]
     return samples, targets
+
+# %% ../nbs/appendix/train_command.ipynb #h16cd004
+def resume_warmup(warmup:torch.optim.lr_scheduler.LinearLR, # from `warmup_schedule`, before the optimizer state was loaded
+                  ckpt:dict, # the checkpoint being resumed
+                  done:int, # the training steps it took (epochs x steps per epoch)
+                 ) -> None:
+    "Continue the warm-up: from the checkpoint's 'lr_warmup', or, for a checkpoint without one (its rates unwarmed), after `done` steps."
+    if 'lr_warmup' in ckpt: return warmup.load_state_dict(ckpt['lr_warmup'])
+    for g in warmup.optimizer.param_groups: g['lr'] *= min(1., (done + 1) / (warmup.total_iters + 1))
+    warmup.last_epoch = done
 
 # %% ../nbs/appendix/train_command.ipynb #67079b12
 def plain_args(args:argparse.Namespace, # the run's flags
@@ -369,6 +384,27 @@ def format_coco_stats(stats, # the twelve numbers of `coco_evaluate`
     kind = {'AP': 'Average Precision', 'AR': 'Average Recall   '}
     return '\n'.join(f' {kind[k]}  ({k}) @[ IoU={iou:<9} | area={a:>6} | maxDets={d:>3} ] = {s:6.3f}   {name}'
                      for (k, iou, a), d, s, name in zip(rows, dets, stats, COCO_STAT_NAMES))
+
+# %% ../nbs/appendix/train_command.ipynb #h16cd005
+def tensorboard_writer(out:Path, # the run's --output_dir
+                       start_epoch:int=0, # the first epoch this run trains; later events already in `out` are dropped
+                      ):
+    "A TensorBoard `SummaryWriter` writing into `out`."
+    from torch.utils.tensorboard import SummaryWriter
+    return SummaryWriter(str(out), purge_step=start_epoch or None)
+
+def log_tensorboard(tb, # a `SummaryWriter`
+                    record:dict, # one epoch's log record
+                   ) -> None:
+    "Add the numbers of one log record at step `record['epoch']`: `train/loss`, ..., `test/AP`, `test/AP50`, ..."
+    for k, v in record.items():
+        if k in ('epoch', 'n_parameters') or isinstance(v, bool): continue
+        split, _, name = k.partition('_')
+        tag = f'{split}/{name}' if split in ('train', 'test') else k
+        if k == 'test_coco_eval_bbox':
+            for stat, s in zip(COCO_STAT_NAMES, v): tb.add_scalar(f'test/{stat}', float(s), record['epoch'])
+        elif isinstance(v, (int, float)): tb.add_scalar(tag, v, record['epoch'])
+    tb.flush()
 
 # %% ../nbs/appendix/train_command.ipynb #55294610
 DEFAULT_SHAPES_PATH = Path('~/.cache/annotated_detr/shapes')
@@ -539,6 +575,10 @@ def validate_args(args:argparse.Namespace, # flags from `parse_args`
     need(device.type != 'cuda' or torch.cuda.is_available(), 'device', 'no CUDA device is available here')
     if args.dataset == 'shapes' and any(getattr(args, f, None) for f in SPLIT_FLAGS):
         raise ValueError("--train_ann/--val_ann/--train_images/--val_images name a COCO-format dataset: leave out --dataset shapes")
+    if args.tensorboard:
+        if not args.output_dir: raise ValueError("--tensorboard writes into --output_dir: give one")
+        try: importlib.import_module('torch.utils.tensorboard')
+        except ImportError: raise ValueError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
     for flag in ('resume', 'pretrained'):
         v = getattr(args, flag)
         if v and '://' not in str(v) and not Path(v).expanduser().is_file():
@@ -587,7 +627,10 @@ def _main(args):
             check_labels(ds, num_classes)
             if main_proc: _log.info(format_report(dataset_report(ds, split)))
             else: dataset_report(ds, split)                          # the same errors on every process
-    if args.amp and not amp_enabled(device, True):
+    amp = args.amp_dtype if args.amp else False       # what train_one_epoch and evaluate autocast to
+    if amp == 'fp16' and not amp_enabled(device, amp):
+        _log.warning("--amp ignored: --amp_dtype fp16 is for CUDA devices; training in float32")
+    elif amp and not amp_enabled(device, amp):
         _log.warning("--amp ignored: this CPU has no bf16 instructions (AVX512-BF16 or AMX), so bf16 would be "
                      "slower than float32; training in float32")
 
@@ -601,7 +644,9 @@ def _main(args):
     if args.compile: model_ddp = torch.compile(model_ddp)     # same parameters; checkpoints keep their keys
     n_parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
     optimizer = make_optimizer(model, args.lr, args.lr_backbone, args.weight_decay)
-    lr_scheduler = torch.optim.lr_scheduler.StepLR(optimizer, args.lr_drop)
+    lr_scheduler = torch.optim.lr_scheduler.StepLR(optimizer, args.lr_drop)     # stepped per epoch, as the original
+    warmup = warmup_schedule(optimizer, args.warmup_steps)                       # stepped per training step
+    scaler = make_grad_scaler(device, amp)                                       # on only for fp16
     if args.eval:
         dl_val = make_loaders(ds_val, ds_val, 1, args.seed, args.num_workers)[1]
     else:
@@ -617,13 +662,15 @@ def _main(args):
             optimizer.load_state_dict(ckpt['optimizer'])
             lr_scheduler.load_state_dict(ckpt['lr_scheduler'])
             args.start_epoch = ckpt['epoch'] + 1
+            if scaler.is_enabled() and 'scaler' in ckpt: scaler.load_state_dict(ckpt['scaler'])
+            if warmup is not None: resume_warmup(warmup, ckpt, args.start_epoch * len(dl_train))
             last_good = f"{args.resume} holds the weights after epoch {ckpt['epoch']}"
             for change in apply_optimizer_flags(optimizer, lr_scheduler, args): _log.info(f"--resume: {change}")
             history = ckpt.get('log', [])
             if out is not None and main_proc and 'log' in ckpt:   # the log as the checkpoint knew it, even after a kill
                 write_log(history, out/'log.txt')
     if args.eval:
-        record = {f'test_{k}': v for k, v in evaluate(model_ddp, criterion, postprocess, dl_val, device, args.amp).items()}
+        record = {f'test_{k}': v for k, v in evaluate(model_ddp, criterion, postprocess, dl_val, device, amp).items()}
         _log.info(f"evaluation: AP {record['test_coco_eval_bbox'][0]:.3f}, AP50 {record['test_coco_eval_bbox'][1]:.3f}")
         return record
 
@@ -632,20 +679,21 @@ def _main(args):
     budget = args.time_budget * 60 if args.time_budget else None
     probe = collate_fn([ds_val[i] for i in range(min(2, len(ds_val)))])[0].to(device)   # for the check before each save
     trained, records, record = 0., [], {}
+    tb = tensorboard_writer(out, args.start_epoch) if args.tensorboard and out is not None and main_proc else None
     for epoch in range(args.start_epoch, args.epochs):
         seed_everything(epoch_seed(args.seed, epoch, get_rank()))
         sampler.set_epoch(epoch)
         start = time.time()
         deadline = None if budget is None else start + budget - trained
         drop_time = None if budget is None or args.lr_drop_time is None else start + args.lr_drop_time * budget - trained
-        train_stats = train_one_epoch(model_ddp, criterion, dl_train, optimizer, device, epoch,
-                                      args.clip_max_norm, args.amp, args.warmup_steps, deadline, drop_time, last_good)
+        train_stats = train_one_epoch(model_ddp, criterion, dl_train, optimizer, device, epoch, args.clip_max_norm, amp,
+                                      warmup=warmup, deadline=deadline, drop_time=drop_time, last_good=last_good, scaler=scaler)
         lr_scheduler.step()
         trained += time.time() - start
         last = train_stats['time_up'] or epoch == args.epochs - 1
         test_stats = {}
         if last or (args.eval_every > 0 and (epoch + 1) % args.eval_every == 0):
-            try: test_stats = evaluate(model_ddp, criterion, postprocess, dl_val, device, args.amp)
+            try: test_stats = evaluate(model_ddp, criterion, postprocess, dl_val, device, amp)
             except (FloatingPointError, ValueError) as e:   # e.g. 06's 'outputs contain NaN or Inf'
                 raise type(e)(f"evaluation after epoch {epoch}: {e}; these weights were not saved; {last_good}") from None
         check_finite(model, probe, f"epoch {epoch} ({train_stats['steps']} steps)", last_good)   # before any save
@@ -657,10 +705,13 @@ def _main(args):
             state = {'model': model.state_dict(), 'optimizer': optimizer.state_dict(),
                      'lr_scheduler': lr_scheduler.state_dict(), 'epoch': epoch, 'args': plain_args(args),
                      'log': history + records, 'meta': inference_meta(ds_val, args)}
+            if warmup is not None: state['lr_warmup'] = warmup.state_dict()
+            if scaler.is_enabled(): state['scaler'] = scaler.state_dict()
             save_checkpoint(state, out/'checkpoint.pth')
             if extra := kept_checkpoint_name(epoch, args.lr_drop): save_checkpoint(state, out/extra)
             last_good = f"{out/'checkpoint.pth'} holds the weights after epoch {epoch}"
             with open(out/'log.txt', 'a') as f: f.write(json.dumps(record) + '\n')
+            if tb is not None: log_tensorboard(tb, record)
         if train_stats.get('skipped_images'):
             names = train_stats['skipped_images']
             _log.warning(f"epoch {epoch}: skipped {len(names)} unreadable training image(s): {'; '.join(names[:5])}"
@@ -671,6 +722,7 @@ def _main(args):
         if train_stats['time_up']:
             _log.info(f"time budget of {args.time_budget} min reached after {trained:.0f} s of training")
             break
+    if tb is not None: tb.close()
     if out is not None and main_proc and records:
         plot_history(read_log(out/'log.txt'), out/'history.png')
         draw_predictions(model, postprocess, ds_val, out/'predictions.png', device=device)
