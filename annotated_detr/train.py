@@ -168,7 +168,7 @@ def train_one_epoch(model:nn.Module, # DETR, possibly wrapped in DistributedData
                     data_loader:DataLoader, # yields (NestedTensor, targets)
                     optimizer:torch.optim.Optimizer,
                     device:torch.device|str,
-                    epoch:int, # used in messages and for the warm-up's step count
+                    epoch:int, # for the messages
                     max_norm:float=0., # gradient clipping max norm (0: off)
                     amp:bool|str=False, # autocast: True or 'bf16' (CUDA, CPUs with native bf16), 'fp16' (CUDA)
                     warmup=None, # a scheduler stepped after each step (`warmup_schedule`)
