@@ -68,9 +68,10 @@ def set_prediction_report(model:nn.Module, # a DETR with auxiliary outputs
                           dataset, # a COCO-format split (CocoDetection or a Subset of one)
                           batch_size:int=1, # 1: every image alone, as `detect` sees it
                           nms_iou:float=0.7, # IoU threshold of the class-wise NMS
+                          predictions:dict|None=None, # `layer_predictions` already computed (then model and batch_size are not used)
                          ) -> list:
     "One dict per decoder layer: layer, AP, AP50, AP_nms, AP50_nms, nms_gain (AP), duplicates (rate at score 0.5)."
-    preds = layer_predictions(model, dataset, batch_size)
+    preds = layer_predictions(model, dataset, batch_size) if predictions is None else predictions
     ids, coco = sorted(preds), coco_of(dataset)
     rows = []
     for layer in range(len(preds[ids[0]]) if ids else 0):

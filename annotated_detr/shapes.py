@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 # %% auto #0
-__all__ = ['SHAPES_CATEGORIES', 'make_shapes_dataset']
+__all__ = ['SHAPES_CATEGORIES', 'OTHER_SHAPES_CATEGORIES', 'SHAPE_COLORS', 'make_shapes_dataset']
 
 # %% ../nbs/appendix/shapes.ipynb #34c8bc66
 SHAPES_CATEGORIES = [
@@ -19,22 +19,41 @@ SHAPES_CATEGORIES = [
     {'id': 7, 'name': 'triangle', 'supercategory': 'shape'},
     {'id': 9, 'name': 'cross', 'supercategory': 'shape'},
 ]
-_SHAPE_COLORS = {1: (215, 55, 50), 3: (50, 95, 215), 7: (45, 170, 70), 9: (235, 185, 30)}  # typical colour per shape
+# Three other kinds for a second dataset (fine-tuning in 07): none of them is in the default one.
+OTHER_SHAPES_CATEGORIES = [
+    {'id': 1, 'name': 'star', 'supercategory': 'shape'},
+    {'id': 2, 'name': 'diamond', 'supercategory': 'shape'},
+    {'id': 3, 'name': 'hexagon', 'supercategory': 'shape'},
+]
+SHAPE_COLORS = {'circle': (215, 55, 50), 'square': (50, 95, 215), 'triangle': (45, 170, 70), 'cross': (235, 185, 30),
+                'star': (150, 60, 190), 'diamond': (30, 175, 185), 'hexagon': (240, 120, 40)}  # typical colour per kind
 
-def _shape_polygon(cat:int, cx:float, cy:float, s:float, angle:float) -> np.ndarray:
-    "Polygon [k, 2] of shape `cat` centred at (cx, cy), extent about `s` pixels, rotated by `angle` radians."
-    if cat == 1:   # circle
+def _regular(k:int, r:float, start:float=-np.pi / 2) -> np.ndarray:
+    "The k corners [k, 2] of a regular polygon of circumradius r, the first at angle `start`."
+    a = start + np.arange(k) * 2 * np.pi / k
+    return np.stack([np.cos(a), np.sin(a)], 1) * r
+
+def _shape_polygon(kind:str, cx:float, cy:float, s:float, angle:float) -> np.ndarray:
+    "Polygon [k, 2] of shape `kind` centred at (cx, cy), extent about `s` pixels, rotated by `angle` radians."
+    if kind == 'circle':
         a = np.linspace(0, 2 * np.pi, 32, endpoint=False)
         pts = np.stack([np.cos(a), np.sin(a)], 1) * s / 2
-    elif cat == 3: # square
+    elif kind == 'square':
         pts = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]]) * s / 2 * 0.85
-    elif cat == 7: # triangle, pointing up
+    elif kind == 'triangle':   # pointing up
         a = -np.pi / 2 + np.array([0, 2, 4]) * np.pi / 3
         pts = np.stack([np.cos(a), np.sin(a)], 1) * s / 2 * 1.1
-    else:          # cross (plus sign), arms a third of the extent thick
+    elif kind == 'cross':      # plus sign, arms a third of the extent thick
         u, v = s / 2, s / 6
         pts = np.array([[-v, -u], [v, -u], [v, -v], [u, -v], [u, v], [v, v], [v, u], [-v, u], [-v, v], [-u, v], [-u, -v], [-v, -v]])
-    if cat != 1:
+    elif kind == 'star':       # five points, inner radius 0.45 of the outer
+        pts = _regular(10, s / 2) * np.where(np.arange(10) % 2, 0.45, 1.)[:, None]
+    elif kind == 'diamond':    # a rhombus, taller than wide
+        pts = np.array([[0, -1], [0.65, 0], [0, 1], [-0.65, 0]]) * s / 2
+    elif kind == 'hexagon':
+        pts = _regular(6, s / 2, 0.)
+    else: raise ValueError(f"unknown shape {kind!r}; known: {sorted(SHAPE_COLORS)}")
+    if kind != 'circle':
         c, si = np.cos(angle), np.sin(angle)
         pts = pts @ np.array([[c, si], [-si, c]])
     return pts + np.array([cx, cy])
@@ -74,11 +93,12 @@ def _ann(ann_id, image_id, cat, polys, iscrowd=0) -> dict:
 
 # %% ../nbs/appendix/shapes.ipynb #51047fe7
 def _make_split(root:Path, split:str, rng, image_ids, ann_start:int, min_side:int, max_side:int, max_objects:int,
-                p_gray:float, p_empty:float, p_crowd:float, p_degenerate:float) -> dict:
+                p_gray:float, p_empty:float, p_crowd:float, p_degenerate:float, categories:list, colors:dict) -> dict:
     "Draw the images of one split into root/{split}2017 and return its COCO dict."
     folder = root / f'{split}2017'
     folder.mkdir(parents=True, exist_ok=True)
-    cats = [c['id'] for c in SHAPES_CATEGORIES]
+    cats = [c['id'] for c in categories]
+    kind = {c['id']: c['name'] for c in categories}
     images, anns, ann_id = [], [], ann_start
     for image_id in image_ids:
         w, h = (int(v) for v in rng.integers(min_side, max_side + 1, 2))
@@ -91,21 +111,21 @@ def _make_split(root:Path, split:str, rng, image_ids, ann_start:int, min_side:in
             for _try in range(20):   # find a spot that overlaps earlier objects only a little
                 s = float(np.exp(rng.uniform(np.log(0.1), np.log(0.65))) * min(w, h))
                 cx, cy = rng.uniform(s / 2 + 1, w - s / 2 - 1), rng.uniform(s / 2 + 1, h - s / 2 - 1)
-                poly = _shape_polygon(cat, cx, cy, s, rng.uniform(-0.35, 0.35))
+                poly = _shape_polygon(kind[cat], cx, cy, s, rng.uniform(-0.35, 0.35))
                 box = [*poly.min(0), *poly.max(0)]
                 if all(_box_iou_np(box, b) < 0.25 and _cover(box, b) < 0.4 for b in placed): break
             else: continue
             placed.append(box)
             color = tuple(int(v) for v in rng.integers(30, 230, 3)) if rng.random() < 0.25 else \
-                    tuple(int(np.clip(c + rng.integers(-30, 31), 0, 255)) for c in _SHAPE_COLORS[cat])
+                    tuple(int(np.clip(c + rng.integers(-30, 31), 0, 255)) for c in colors[kind[cat]])
             draw.polygon([tuple(p) for p in poly], fill=color, outline=tuple(max(c - 60, 0) for c in color))
             anns.append(_ann(ann_id, image_id, cat, [poly])); ann_id += 1
         if rng.random() < p_crowd:   # a cluster of small shapes of one kind, annotated once as a crowd
             cat, s = int(rng.choice(cats)), 0.07 * min(w, h)
             gx, gy = rng.uniform(0.2 * w, 0.8 * w), rng.uniform(0.2 * h, 0.8 * h)
-            polys = [_shape_polygon(cat, gx + dx, gy + dy, s, 0.) for dx, dy in rng.uniform(-2.5 * s, 2.5 * s, (6, 2))]
+            polys = [_shape_polygon(kind[cat], gx + dx, gy + dy, s, 0.) for dx, dy in rng.uniform(-2.5 * s, 2.5 * s, (6, 2))]
             polys = [p.clip([0, 0], [w - 1, h - 1]) for p in polys]
-            for p in polys: draw.polygon([tuple(q) for q in p], fill=_SHAPE_COLORS[cat])
+            for p in polys: draw.polygon([tuple(q) for q in p], fill=colors[kind[cat]])
             anns.append(_ann(ann_id, image_id, cat, polys, iscrowd=1)); ann_id += 1
         if split == 'train' and rng.random() < p_degenerate:   # annotation errors the pipeline must drop
             x, y = float(rng.uniform(0, w - 10)), float(rng.uniform(0, h - 10))
@@ -119,7 +139,7 @@ def _make_split(root:Path, split:str, rng, image_ids, ann_start:int, min_side:in
         canvas.save(folder / file_name, quality=90)
         images.append({'id': image_id, 'file_name': file_name, 'width': w, 'height': h})
     return {'info': {'description': f'annotated_detr shapes dataset, {split} split'}, 'licenses': [],
-            'images': images, 'annotations': anns, 'categories': [dict(c) for c in SHAPES_CATEGORIES]}
+            'images': images, 'annotations': anns, 'categories': [dict(c) for c in categories]}
 
 def make_shapes_dataset(root:str|Path, # folder to write train2017/, val2017/ and annotations/ into
                         seed:int=0, # everything is drawn from this seed
@@ -132,14 +152,24 @@ def make_shapes_dataset(root:str|Path, # folder to write train2017/, val2017/ an
                         p_empty:float=0.05, # fraction of images without objects
                         p_crowd:float=0.03, # fraction of images with a crowd annotation
                         p_degenerate:float=0.03, # fraction of training images with a degenerate annotation
+                        categories:list|None=None, # [{'id', 'name'}, ...] with names of `SHAPE_COLORS`; None: `SHAPES_CATEGORIES`
+                        colors:dict|None=None, # shape name -> typical (r, g, b); None: `SHAPE_COLORS`
                        ) -> Path:
     "Write the synthetic COCO-format 'shapes' detection dataset to `root` (deterministic in `seed`); return `root`."
     if not 16 <= min_side <= max_side: raise ValueError(f"need 16 <= min_side <= max_side, got {min_side}, {max_side}")
     if max_objects < 1: raise ValueError(f"max_objects must be at least 1, got {max_objects}")
+    categories = [dict(c) for c in (SHAPES_CATEGORIES if categories is None else categories)]
+    colors = {**SHAPE_COLORS, **(colors or {})}
+    ids, names = [c.get('id') for c in categories], [c.get('name') for c in categories]
+    if not categories or not all(isinstance(i, int) and i >= 1 for i in ids) or len(set(ids)) != len(ids):
+        raise ValueError(f"categories need distinct integer ids >= 1, got {ids}")
+    if unknown := sorted(set(names) - set(colors)): raise ValueError(f"no shape or colour for {unknown}; known: {sorted(colors)}")
+    if len(set(names)) != len(names): raise ValueError(f"each shape may be one category only, got {names}")
+    for c in categories: c.setdefault('supercategory', 'shape')
     root = Path(root)
     (root / 'annotations').mkdir(parents=True, exist_ok=True)
     common = dict(min_side=min_side, max_side=max_side, max_objects=max_objects, p_gray=p_gray, p_empty=p_empty,
-                  p_crowd=p_crowd, p_degenerate=p_degenerate)
+                  p_crowd=p_crowd, p_degenerate=p_degenerate, categories=categories, colors=colors)
     for i, (split, ids) in enumerate([('train', range(1, n_train + 1)), ('val', range(n_train + 1, n_train + n_val + 1))]):
         data = _make_split(root, split, np.random.default_rng([seed, i]), ids, 1 + 10 * ids.start, **common)
         ann_file = root / 'annotations' / f'instances_{split}2017.json'
