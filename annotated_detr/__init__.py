@@ -21,6 +21,7 @@ from .matcher_loss import HungarianMatcher, SetCriterion, PostProcess, build_cri
 from .inference import (detect, draw_detections, COCO_CLASSES, decoder_cross_attention,
                                       encoder_self_attention)
 from .train import train_one_epoch, evaluate
+from .shapes_model import shapes_detr, pack_checkpoint
 from .train_command import get_args_parser, main as train_main
 from .segmentation import (DETRsegm, build_segmentation_criterion, PostProcessSegm, PostProcessPanoptic,
                                          detr_resnet50_panoptic, detr_resnet50_dc5_panoptic, detr_resnet101_panoptic,

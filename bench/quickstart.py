@@ -51,7 +51,7 @@ def run():
     if known.checkpoint is None:
         out = known.output_dir or f"runs/bench_quickstart/{time.strftime('%Y%m%d-%H%M%S')}"
         args = parse_args(['--preset', 'quickstart', '--time_budget', str(known.minutes), '--output_dir', out, *rest])
-        if known.epochs:   # the 07 table's comparisons: the same number of epochs for every variant
+        if known.epochs:   # the comparisons of appendix evaluation ("The quick start, measured"): the same number of epochs for every variant
             args.time_budget, args.lr_drop_time, args.epochs = None, None, known.epochs
             if '--lr_drop' not in rest: args.lr_drop = max(1, int(0.8 * known.epochs))
         main(args)
@@ -60,7 +60,10 @@ def run():
     ckpt = torch.load(checkpoint, map_location='cpu', weights_only=True)
     args = argparse.Namespace(**{**ckpt['args'], 'eval': True})
     log = ckpt.get('log', [])
-    epochs, train_s = len(log), (log[-1].get('train_time', 0) if log else 0)   # the last epoch may be cut by the budget
+    # the last epoch may be cut by the budget; a resumed run restarts 'train_time', so sum the epochs' own times
+    epochs = len(log)
+    train_s = (sum(r['epoch_time'] for r in log) if log and all('epoch_time' in r for r in log)
+               else (log[-1].get('train_time', 0) if log else 0))
     evaluated = [r for r in log if 'test_coco_eval_bbox' in r]
     printed = evaluated[-1]['test_coco_eval_bbox'][:2] if evaluated else [float('nan')] * 2
     model = load_checkpoint(checkpoint, progress=False).eval()
