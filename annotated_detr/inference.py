@@ -58,8 +58,9 @@ def detect(model:nn.Module, # a DETR model: images -> {'pred_logits', 'pred_boxe
            threshold:float=0.7, # keep detections whose score is above this
            class_names:list|None=None, # name per label; None: the checkpoint's names, COCO's for 91 classes, else the number
            transform=None, # callable(image, target) -> (tensor, target); None: resize to the checkpoint's evaluation size (else 800/1333)
+          mask_threshold:float=0.5, # a segmentation model's pixel is in a mask where sigmoid(logit) > this
           ) -> list:
-    "Per image a dict of tensors `boxes` [n, 4] (x0, y0, x1, y1 pixels), `scores` [n], `labels` [n], and `names`; best first."
+    "Per image a dict of tensors `boxes` [n, 4] (x0, y0, x1, y1 pixels), `scores` [n], `labels` [n], `names`, and `masks` [n, H, W] for a segmentation model; best first."
     from annotated_detr.data import make_coco_transforms, coco_to_target
     if not 0 <= threshold <= 1: raise ValueError(f"threshold must be in [0, 1], got {threshold}")
     if not isinstance(images, (list, tuple)): images = [images]
@@ -79,34 +80,47 @@ def detect(model:nn.Module, # a DETR model: images -> {'pred_logits', 'pred_boxe
             out = model(xs)                                           # one pass, padded to the largest as in 01
             sizes = torch.tensor([[img.height, img.width] for img in pil_images], device=device)
             per_image = PostProcess()(out, sizes)
+            if 'pred_masks' in out:                                   # a segmentation model: masks at each image's size
+                from annotated_detr.segmentation import PostProcessSegm
+                wanted = (torch.stack([r['scores'] for r in per_image]) > threshold).any(0)   # (N,) queries kept somewhere
+                inputs = torch.tensor([list(x.shape[-2:]) for x in xs], device=device)         # (B, 2) before padding
+                found = (PostProcessSegm(mask_threshold)([{} for _ in xs], {'pred_masks': out['pred_masks'][:, wanted]}, sizes, inputs)
+                         if wanted.any() else [{'masks': torch.zeros(0, 1, h, w, dtype=torch.uint8)} for h, w in sizes.tolist()])
+                row = wanted.cumsum(0) - 1                            # query -> its row among the wanted ones
     finally:
         model.train(was_training)
     K1 = out['pred_logits'].shape[-1]
     names = class_names if class_names is not None else getattr(model, 'class_names', None) or (COCO_CLASSES if K1 == 92 else None)
     results = []
-    for r in per_image:
+    for i, r in enumerate(per_image):
         keep = (r['scores'] > threshold).nonzero()[:, 0]
         keep = keep[r['scores'][keep].argsort(descending=True)]
         labels = r['labels'][keep]
         results.append({'boxes': r['boxes'][keep], 'scores': r['scores'][keep], 'labels': labels,
                         'names': [names[l] if names is not None and l < len(names) else str(l) for l in labels.tolist()]})
+        if 'pred_masks' in out: results[-1]['masks'] = found[i]['masks'][row[keep].cpu(), 0].bool()   # (n, H, W) as torchvision's
     return results
 
 # %% ../nbs/appendix/inference.ipynb #881c96e8
 def draw_detections(image, # a path, PIL image or [3, H, W] tensor in [0, 1]
-                    detections:dict, # one image's result of `detect`: boxes, scores, labels, names
+                    detections:dict, # one image's result of `detect`: boxes, scores, labels, names (and masks)
                     path=None, # where to save the drawing (format from the extension), or None
                    ):
-    "A copy of `image` with each detection's box, name and score drawn on it (a PIL image)."
+    "A copy of `image` with each detection's box, name and score (and mask, filled) drawn on it (a PIL image)."
     from torchvision.transforms.functional import pil_to_tensor, to_pil_image
-    from torchvision.utils import draw_bounding_boxes
+    from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
     img = _to_pil(image)
     palette = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
                (240, 50, 230), (210, 245, 60), (0, 128, 128), (170, 110, 40)]
     d = detections
     texts = [f"{n} {s:.2f}" for n, s in zip(d['names'], d['scores'].tolist())]
     colors = [palette[l % len(palette)] for l in d['labels'].tolist()]
-    drawn = draw_bounding_boxes(pil_to_tensor(img), d['boxes'].detach().cpu().reshape(-1, 4), labels=texts, colors=colors,
+    drawn = pil_to_tensor(img)                                        # (3, H, W) uint8
+    if 'masks' in d and len(d['masks']):                              # a segmentation model's masks, under the boxes
+        if tuple(d['masks'].shape[-2:]) != (img.height, img.width):
+            raise ValueError(f"masks of size {tuple(d['masks'].shape[-2:])} do not fit the {img.height}x{img.width} image")
+        drawn = draw_segmentation_masks(drawn, d['masks'].detach().cpu().bool(), alpha=0.5, colors=colors)
+    drawn = draw_bounding_boxes(drawn, d['boxes'].detach().cpu().reshape(-1, 4), labels=texts, colors=colors,
                                 width=max(2, round(min(img.size) / 200)))
     out = to_pil_image(drawn)
     if path is not None: out.save(path)
@@ -124,6 +138,13 @@ def model_from_flags(checkpoint:str|None=None, # checkpoint path or URL; None: t
         if (backbone or 'resnet50') not in released:
             raise ValueError(f"released weights exist for {sorted(released)}; pass --checkpoint for {backbone}")
         return released[backbone or 'resnet50'](pretrained=True, num_classes=num_classes or 91)
+    sd, _ = T.read_checkpoint(checkpoint, progress=True)
+    if any(k.startswith('detr.') for k in sd):                      # a segmentation model (`detr_train --masks`)
+        from annotated_detr.segmentation import segmentation_from_checkpoint
+        if num_classes is not None and num_classes != sd['detr.class_embed.weight'].shape[0] - 1:
+            raise ValueError(f"--num_classes {num_classes}: the segmentation checkpoint has "
+                             f"{sd['detr.class_embed.weight'].shape[0] - 1} classes (a new class head would be untrained)")
+        return segmentation_from_checkpoint(checkpoint, progress=True, **({} if backbone is None else {'backbone': backbone}))
     return T.load_checkpoint(checkpoint, num_classes=num_classes, **({} if backbone is None else {'backbone': backbone}))
 
 def write_detections_json(image, # the image file the detections belong to
@@ -131,7 +152,7 @@ def write_detections_json(image, # the image file the detections belong to
                           path:str|Path, # the JSON file to write
                           position:int, # the image's place in the command line, from 1 (its COCO id unless its name is a number)
                          ) -> list:
-    "Write one image's detections as JSON (boxes xyxy in pixels); return them in COCO's results format (bbox x, y, w, h)."
+    "Write one image's detections as JSON (boxes xyxy in pixels, masks as COCO RLE); return them in COCO's results format (bbox x, y, w, h)."
     import json
     from pathlib import Path
     stem = Path(image).stem
@@ -139,9 +160,16 @@ def write_detections_json(image, # the image file the detections belong to
     boxes = dets['boxes'].tolist()
     found = [{'box': [round(v, 2) for v in b], 'score': round(s, 4), 'label': l, 'name': n}
              for b, s, l, n in zip(boxes, dets['scores'].tolist(), dets['labels'].tolist(), dets['names'])]
+    if 'masks' in dets:                                           # a segmentation model: each mask run-length encoded
+        import numpy as np
+        from pycocotools import mask as coco_mask
+        for d, m in zip(found, dets['masks'].cpu().numpy().astype(np.uint8)):
+            rle = coco_mask.encode(np.asfortranarray(m))
+            d['segmentation'] = {'size': [int(v) for v in rle['size']], 'counts': rle['counts'].decode('ascii')}
     Path(path).write_text(json.dumps({'image': str(image), 'image_id': image_id, 'detections': found}, indent=1))
     return [{'image_id': image_id, 'category_id': d['label'], 'score': d['score'], 'file_name': Path(image).name,
-             'bbox': [d['box'][0], d['box'][1], round(d['box'][2] - d['box'][0], 2), round(d['box'][3] - d['box'][1], 2)]}
+             'bbox': [d['box'][0], d['box'][1], round(d['box'][2] - d['box'][0], 2), round(d['box'][3] - d['box'][1], 2)],
+             **({'segmentation': d['segmentation']} if 'segmentation' in d else {})}
             for d in found]
 
 def detect_cli(argv:list|None=None, # command-line arguments; None: sys.argv[1:]
@@ -196,7 +224,7 @@ def detect_cli(argv:list|None=None, # command-line arguments; None: sys.argv[1:]
         draw_detections(image, dets, out)
         results.append(dets)
         if args.json: coco_results += write_detections_json(image, dets, out.with_suffix('.json'), len(results))
-        print(f"{image}: {len(dets['labels'])} detections -> {out}")
+        print(f"{image}: {len(dets['labels'])} detections{' with masks' if 'masks' in dets else ''} -> {out}")
         for n, s, b in zip(dets['names'], dets['scores'].tolist(), dets['boxes'].tolist()):
             print(f"  {n:>16s} {s:.3f} [{', '.join(f'{v:.1f}' for v in b)}]")
     if args.json and coco_results is not None and any(r is not None for r in results):

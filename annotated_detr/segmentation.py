@@ -22,8 +22,9 @@ __all__ = ['COCO_PANOPTIC_IS_THING', 'PANOPTIC_CHECKPOINTS', 'MHAttentionMap', '
            'mask_focal_loss', 'SegmentationCriterion', 'build_segmentation_criterion', 'PostProcessSegm', 'id2rgb',
            'rgb2id', 'PostProcessPanoptic', 'load_segmentation_checkpoint', 'detr_resnet50_panoptic',
            'detr_resnet50_dc5_panoptic', 'detr_resnet101_panoptic', 'freeze_detector', 'segmentation_from_detector',
-           'train_mask_head', 'masks_to_coco_results', 'coco_evaluate_masks', 'evaluate_masks', 'draw_masks', 'segment',
-           'draw_segments']
+           'segmentation_from_checkpoint', 'train_mask_head', 'masks_to_coco_results', 'coco_evaluate_masks',
+           'evaluate_masks', 'draw_masks', 'segment', 'draw_segments', 'with_background', 'draw_panoptic',
+           'panoptic_view']
 
 # %% ../nbs/appendix/segmentation.ipynb #fae432f0
 class MHAttentionMap(nn.Module):
@@ -122,6 +123,12 @@ class DETRsegm(nn.Module):
         d, M, C = detr.transformer.d_model, detr.transformer.nhead, detr.backbone.num_channels
         self.bbox_attention = MHAttentionMap(d, d, M, dropout=0.0)
         self.mask_head = MaskHeadSmallConv(d + M, [C // 2 ** j for j in range(1, stages)], d)
+
+    def train(self, mode:bool=True):
+        "As `nn.Module.train`, but a frozen detector (no parameter needing a gradient) stays in evaluation mode."
+        super().train(mode)
+        if mode and not any(p.requires_grad for p in self.detr.parameters()): self.detr.eval()
+        return self
 
     def forward(self,
                 samples, # NestedTensor, [B, 3, H0, W0] tensor, or list of [3, H_i, W_i] images
@@ -375,6 +382,23 @@ def segmentation_from_detector(path_or_url:str|Path, # a DETR detection checkpoi
     model = build_detr(**{**config_from_checkpoint(sd, ckpt, path_or_url), **kwargs}, masks=True)
     load_exactly(model.detr, sd, ' (the detector inside the segmentation model)')
     return freeze_detector(model)
+def segmentation_from_checkpoint(path_or_url:str|Path, # a segmentation checkpoint (`detr_train --masks`, a released panoptic file)
+                                 progress:bool=True, # progress bar when downloading
+                                 **kwargs, # `build_detr` arguments the weights do not determine (nheads, dilation)
+                                ) -> DETRsegm:
+    "The segmentation model that fits a checkpoint, loaded strictly, with the checkpoint's class names and evaluation size."
+    from annotated_detr.checkpoints import config_from_checkpoint, with_inference_meta
+    sd, ckpt = read_checkpoint(path_or_url, progress)
+    if 'detr.class_embed.weight' not in sd:
+        raise ValueError(f"{Path(str(path_or_url)).name} holds no mask head (a detection checkpoint): load it with "
+                         f"load_checkpoint, or train a mask head on it (segmentation_from_detector, detr_train --masks --frozen_weights)")
+    detector = {k[len('detr.'):]: v for k, v in sd.items() if k.startswith('detr.')}
+    model = build_detr(**{**config_from_checkpoint(detector, ckpt, path_or_url), **kwargs}, masks=True)
+    load_exactly(model, sd)
+    with_inference_meta(model.detr, ckpt)                                     # names and size sit on the detector ...
+    for name in ('class_names', 'eval_size'):                                 # ... and on the model that `detect` is given
+        if hasattr(model.detr, name): setattr(model, name, getattr(model.detr, name))
+    return model
 
 # %% ../nbs/appendix/segmentation.ipynb #0e9bfd22
 def _targets_to(targets:list, device) -> list:
@@ -430,26 +454,48 @@ def coco_evaluate_masks(coco_gt, # pycocotools COCO of the split, with segmentat
     return coco_evaluate(coco_gt, results, img_ids, iou_type='segm')
 
 @torch.no_grad()
-def evaluate_masks(model:DETRsegm, # the segmentation model
+def evaluate_masks(model:DETRsegm, # the segmentation model, possibly wrapped in DistributedDataParallel
                    data_loader, # validation loader over a CocoDetection (targets need 'orig_size', 'size', 'image_id')
                    device:str|torch.device='cpu',
                    threshold:float=0.5, # mask threshold of `PostProcessSegm`
+                   criterion:nn.Module|None=None, # a `SegmentationCriterion`: also the mean validation losses ('val_loss', ...)
+                   amp:bool=False, # bf16 autocast (CUDA, and CPUs with native bf16)
+                   keep_predictions:bool=True, # return every image's results, masks included, under 'predictions'
                   ) -> dict:
-    "COCO statistics of boxes ('coco_eval_bbox') and masks ('coco_eval_masks'), 12 numbers each, and the predictions."
-    from annotated_detr.train import to_coco_results, coco_evaluate, coco_of
+    "COCO statistics of boxes ('coco_eval_bbox') and masks ('coco_eval_masks'), 12 numbers each, over all processes."
+    from annotated_detr.train import (to_coco_results, coco_evaluate, coco_of, reduce_mean, all_gather, _autocast,
+                                      _to_float)
+    device = torch.device(device)
     model.eval()
-    post, post_segm, predictions = PostProcess(), PostProcessSegm(threshold), {}
+    if criterion is not None: criterion.eval()
+    post, post_segm = PostProcess(), PostProcessSegm(threshold)
+    boxes, masks, predictions, sums, steps = {}, {}, {}, defaultdict(float), 0
     for samples, targets in data_loader:
-        out = model(samples.to(device))
-        orig = torch.stack([t['orig_size'] for t in targets]).to(device)   # (B, 2) original (h, w)
-        size = torch.stack([t['size'] for t in targets]).to(device)        # (B, 2) (h, w) at the model's input
-        results = post_segm(post(out, orig), out, orig, size)
-        for t, r in zip(targets, results): predictions[int(t['image_id'])] = {k: v.cpu() for k, v in r.items()}
-    coco, ids = coco_of(data_loader.dataset), sorted(predictions)
-    box_results = to_coco_results({i: {k: p[k] for k in ('scores', 'labels', 'boxes')} for i, p in predictions.items()})
-    return {'coco_eval_bbox': [float(s) for s in coco_evaluate(coco, box_results, ids)],
-            'coco_eval_masks': [float(s) for s in coco_evaluate_masks(coco, masks_to_coco_results(predictions), ids)],
-            'predictions': predictions}
+        samples, targets = samples.to(device), _targets_to(targets, device)
+        with _autocast(device, amp): out = _to_float(model(samples))
+        if criterion is not None:
+            loss_dict = reduce_mean(criterion(out, targets))
+            sums['loss'] += sum(loss_dict[k] * criterion.weight_dict[k] for k in loss_dict if k in criterion.weight_dict).item()
+            for k, v in loss_dict.items():
+                if not k[-1].isdigit(): sums[k] += v.item()
+            steps += 1
+        orig = torch.stack([t['orig_size'] for t in targets])            # (B, 2) original (h, w)
+        size = torch.stack([t['size'] for t in targets])                 # (B, 2) (h, w) at the model's input
+        for t, r in zip(targets, post_segm(post(out, orig), out, orig, size)):
+            i, r = int(t['image_id']), {k: v.cpu() for k, v in r.items()}
+            boxes[i] = {k: r[k].tolist() for k in ('scores', 'labels', 'boxes')}
+            masks[i] = masks_to_coco_results({i: r})                     # run-length encoded at once: small to keep
+            if keep_predictions: predictions[i] = r
+    merged_boxes, merged_masks = {}, {}        # image id -> results; an image the sampler repeated is kept once
+    for part_boxes, part_masks in all_gather((boxes, masks)):
+        merged_boxes.update(part_boxes); merged_masks.update(part_masks)
+    coco, ids = coco_of(data_loader.dataset), sorted(merged_boxes)
+    res = {f'val_{k}': v / max(steps, 1) for k, v in sums.items()}
+    res['coco_eval_bbox'] = [float(s) for s in coco_evaluate(coco, to_coco_results(merged_boxes), ids)]
+    mask_results = [m for i in ids for m in merged_masks[i]]
+    res['coco_eval_masks'] = [float(s) for s in coco_evaluate_masks(coco, mask_results, ids)]
+    if keep_predictions: res['predictions'] = predictions
+    return res
 
 # %% ../nbs/appendix/segmentation.ipynb #72f75149
 def draw_masks(model:DETRsegm, # the segmentation model
@@ -549,3 +595,73 @@ def draw_segments(image, # a path, PIL image or [3, H, W] tensor in [0, 1]
     for d in detections: draw.text((d['box'][0] + 2, d['box'][1] + 2), f"{d['name']} {d['score']:.2f}", fill=(255, 255, 255))
     if path is not None: out.save(path)
     return out
+
+# %% ../nbs/appendix/segmentation.ipynb #dd46f311
+def with_background(outputs:dict, # 'pred_logits' [B, N, K+1] and 'pred_masks' [B, N, h, w] of a segmentation model
+                    background:int=0, # the class id of the background (an id no thing uses)
+                    logit:float=0., # the background's mask logit at every pixel
+                   ) -> dict:
+    "The outputs plus one query: the background as one stuff segment, certain of its class, with a constant mask logit."
+    logits, masks = outputs['pred_logits'], outputs['pred_masks']
+    B, _, K1 = logits.shape
+    if not 0 <= background < K1 - 1: raise ValueError(f"background must be a class id in [0, {K1 - 2}], got {background}")
+    bg_logits = torch.full((B, 1, K1), -1e4, dtype=logits.dtype, device=logits.device)
+    bg_logits[..., background] = 0.                                            # softmax: probability 1 for the background
+    bg_mask = torch.full((B, 1, *masks.shape[-2:]), logit, dtype=masks.dtype, device=masks.device)
+    return {'pred_logits': torch.cat([logits, bg_logits], 1), 'pred_masks': torch.cat([masks, bg_mask], 1)}
+
+def draw_panoptic(result:dict, # one image's result of `PostProcessPanoptic`: 'png_string', 'segments_info'
+                  image=None, # the picture to blend under the segments (a path, PIL image or [3, H, W] tensor in [0, 1]), or None
+                  path=None, # where to save the drawing, or None
+                 ):
+    "The panoptic id map in colours, things in the palette and stuff in grey, blended over `image` if given (a PIL image)."
+    from annotated_detr.inference import _to_pil
+    ids = torch.from_numpy(rgb2id(np.asarray(Image.open(io.BytesIO(result['png_string'])).convert('RGB'))))   # (h, w)
+    palette = torch.tensor([[230, 25, 75], [60, 180, 75], [0, 130, 200], [245, 130, 48], [145, 30, 180], [70, 240, 240]]).float()
+    colours, alpha = torch.zeros(*ids.shape, 3), torch.zeros(*ids.shape, 1)
+    things = 0
+    for s in result['segments_info']:
+        if s['isthing']: colour, a, things = palette[things % len(palette)], 0.6, things + 1
+        else: colour, a = torch.tensor([128., 128., 128.]), 0.3               # stuff: a light grey veil over the picture
+        colours[ids == s['id']], alpha[ids == s['id']] = colour, a
+    if image is not None:
+        picture = torch.from_numpy(np.array(_to_pil(image))).float()
+        if picture.shape[:2] != ids.shape:
+            raise ValueError(f"the image is {picture.shape[0]}x{picture.shape[1]}, the panoptic map {ids.shape[0]}x{ids.shape[1]}")
+        colours = (1 - alpha) * picture + alpha * colours
+    out = Image.fromarray(colours.round().clamp(0, 255).to(torch.uint8).numpy())
+    if path is not None: out.save(path)
+    return out
+
+# %% ../nbs/appendix/segmentation.ipynb #fa92a33a
+@torch.no_grad()
+def panoptic_view(model:DETRsegm, # a segmentation model
+                  dataset, # a CocoDetection with the evaluation transform
+                  path:str|Path|None=None, # save the figure here (dpi 80)
+                  n:int=4, # the first n images of the split
+                  threshold:float=0.7, # `PostProcessPanoptic`'s class-probability threshold for things
+                  background:int=0, # class id of the background stuff (see `with_background`)
+                 ) -> tuple:
+    "Figure of the first `n` images' panoptic segmentations (things in colours, the background in grey), and the results."
+    from matplotlib.figure import Figure
+    from annotated_detr.inference import to_picture
+    items = [dataset[i] for i in range(min(n, len(dataset)))]
+    device, was_training = next(model.parameters()).device, model.training
+    model.eval()
+    results = []
+    try:
+        for img, t in items:    # one image at a time: PostProcessPanoptic resizes the whole mask, padding included
+            out = model([img.to(device)])
+            post = PostProcessPanoptic({c: c != background for c in range(out['pred_logits'].shape[-1] - 1)}, threshold)
+            results += post(with_background(out, background), t['size'][None])
+    finally: model.train(was_training)
+    fig = Figure(figsize=(2.6 * len(items), 2.8))
+    axs = np.atleast_1d(fig.subplots(1, len(items)))
+    for ax, (img, t), r in zip(axs, items, results):
+        h, w = t['size'].tolist()
+        ax.imshow(np.asarray(draw_panoptic(r, to_picture(img[:, :h, :w]).permute(2, 0, 1).clamp(0, 1))))   # (3, h, w) in [0, 1]
+        things = sum(s['isthing'] for s in r['segments_info'])
+        ax.set_title(f"{things} thing{'' if things == 1 else 's'} + background", fontsize=8); ax.axis('off')
+    fig.tight_layout()
+    if path is not None: fig.savefig(path, dpi=80)
+    return fig, results

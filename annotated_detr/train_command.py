@@ -25,8 +25,9 @@ __all__ = ['PRESETS', 'SPLIT_FLAGS', 'DEFAULT_SHAPES_PATH', 'OneLineParser', 'ge
            'resume_warmup', 'plain_args', 'save_checkpoint', 'kept_checkpoint_name', 'load_training_checkpoint',
            'inference_meta', 'read_log', 'plot_history', 'draw_predictions', 'format_coco_stats', 'tensorboard_writer',
            'log_tensorboard', 'split_files', 'data_root', 'check_labels', 'default_num_classes', 'dataset_report',
-           'format_report', 'check_finite', 'apply_optimizer_flags', 'write_log', 'validate_args', 'main', 'free_port',
-           'cli']
+           'format_report', 'check_finite', 'apply_optimizer_flags', 'write_log', 'validate_args', 'main',
+           'check_mask_args', 'check_segmentations', 'check_checkpoint_kind', 'build_segmentation_training',
+           'load_pretrained', 'make_segmentation_optimizer', 'evaluate_run', 'masks_text', 'free_port', 'cli']
 
 # %% ../nbs/appendix/train_command.ipynb #ed20b7b3
 PRESETS = {
@@ -125,6 +126,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument('--skip_bad_images', action='store_true',
                    help='leave unreadable training images out and name them at the end of the epoch (default: stop)')
     g.add_argument('--debug', action='store_true', help='show the full traceback of an error instead of one line')
+    g = p.add_argument_group('segmentation (paper §4.4, appendix segmentation)')
+    g.add_argument('--masks', action='store_true', help='train the segmentation model: DETR plus the mask head, with the focal and '
+                   'DICE mask losses, evaluated on boxes and masks (needs segmentations in the data)')
+    g.add_argument('--frozen_weights', default=None, help='with --masks: load this detection checkpoint into the detector, freeze it '
+                   'and train only the mask head (the paper\'s second stage)')
+    g.add_argument('--mask_loss_coef', default=1, type=float, help='weight of the focal mask loss')
+    g.add_argument('--dice_loss_coef', default=1, type=float, help='weight of the DICE mask loss')
     return p
 
 # %% ../nbs/appendix/train_command.ipynb #90f39a28
@@ -583,6 +591,7 @@ def validate_args(args:argparse.Namespace, # flags from `parse_args`
         v = getattr(args, flag)
         if v and '://' not in str(v) and not Path(v).expanduser().is_file():
             raise FileNotFoundError(f"--{flag} {v}: no such file")
+    check_mask_args(args)
 
 def _transforms(args, split, scales):
     "The transforms of `split` at `scales`, the dataset kind's defaults for what no flag sets (as `build_dataset` does)."
@@ -595,8 +604,9 @@ def _build_data(args, root):
     "The training and validation datasets (the training one is None with --eval)."
     def split(name, scales):
         files = split_files(args, name)
-        if files is None: return build_dataset(name, root, scales=scales, dataset=args.dataset, max_size=args.max_size)
-        return CocoDetection(*files, transforms=_transforms(args, name, scales))
+        masks = getattr(args, 'masks', False)                  # --masks: targets with instance masks
+        if files is None: return build_dataset(name, root, scales=scales, dataset=args.dataset, max_size=args.max_size, return_masks=masks)
+        return CocoDetection(*files, transforms=_transforms(args, name, scales), return_masks=masks)
     ds_val = split('val', [args.val_size] if args.val_size else args.scales)
     if args.eval: return None, ds_val
     ds_train = split('train', args.scales)
@@ -624,6 +634,7 @@ def _main(args):
     num_classes = args.num_classes or default_num_classes(ds_val if ds_train is None else ds_train)
     for ds, split in ((ds_train, 'train'), (ds_val, 'val')):
         if ds is not None:
+            if getattr(args, 'masks', False): check_segmentations(ds, split)
             check_labels(ds, num_classes)
             if main_proc: _log.info(format_report(dataset_report(ds, split)))
             else: dataset_report(ds, split)                          # the same errors on every process
@@ -635,15 +646,15 @@ def _main(args):
                      "slower than float32; training in float32")
 
     seed_everything(args.seed)                                 # the same initial weights on every process
-    model, criterion, postprocess = build_training(args, num_classes)
-    if args.pretrained: load_checkpoint(args.pretrained, model=model, num_classes=num_classes)
+    model, criterion, postprocess = (build_segmentation_training if getattr(args, 'masks', False) else build_training)(args, num_classes)
+    if args.pretrained: load_pretrained(args, model, num_classes)
     model.to(device); criterion.to(device)
     model_ddp = model
     if args.distributed:
         model_ddp = DistributedDataParallel(model, device_ids=[args.gpu] if device.type == 'cuda' else None)
     if args.compile: model_ddp = torch.compile(model_ddp)     # same parameters; checkpoints keep their keys
     n_parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    optimizer = make_optimizer(model, args.lr, args.lr_backbone, args.weight_decay)
+    optimizer = (make_segmentation_optimizer if getattr(args, 'masks', False) else make_optimizer)(model, args.lr, args.lr_backbone, args.weight_decay)
     lr_scheduler = torch.optim.lr_scheduler.StepLR(optimizer, args.lr_drop)     # stepped per epoch, as the original
     warmup = warmup_schedule(optimizer, args.warmup_steps)                       # stepped per training step
     scaler = make_grad_scaler(device, amp)                                       # on only for fp16
@@ -657,6 +668,7 @@ def _main(args):
     last_good, history = 'no checkpoint has been written yet', []   # where the last good weights are; the log so far
     if args.resume:
         ckpt = load_training_checkpoint(args.resume)
+        check_checkpoint_kind(args, ckpt['model'], 'resume')
         load_exactly(model, ckpt['model'], f" these flags build (--resume {args.resume}: use the flags of the run that wrote it)")
         if not args.eval and all(k in ckpt for k in ('optimizer', 'lr_scheduler', 'epoch')):
             optimizer.load_state_dict(ckpt['optimizer'])
@@ -670,8 +682,8 @@ def _main(args):
             if out is not None and main_proc and 'log' in ckpt:   # the log as the checkpoint knew it, even after a kill
                 write_log(history, out/'log.txt')
     if args.eval:
-        record = {f'test_{k}': v for k, v in evaluate(model_ddp, criterion, postprocess, dl_val, device, amp).items()}
-        _log.info(f"evaluation: AP {record['test_coco_eval_bbox'][0]:.3f}, AP50 {record['test_coco_eval_bbox'][1]:.3f}")
+        record = {f'test_{k}': v for k, v in evaluate_run(args, model_ddp, criterion, postprocess, dl_val, device, amp).items()}
+        _log.info(f"evaluation: AP {record['test_coco_eval_bbox'][0]:.3f}, AP50 {record['test_coco_eval_bbox'][1]:.3f}{masks_text(record)}")
         return record
 
     _log.info(f"training {n_parameters:,} parameters on {len(ds_train)} images ({args.dataset} at {root or ds_train.ann_file}), "
@@ -693,7 +705,7 @@ def _main(args):
         last = train_stats['time_up'] or epoch == args.epochs - 1
         test_stats = {}
         if last or (args.eval_every > 0 and (epoch + 1) % args.eval_every == 0):
-            try: test_stats = evaluate(model_ddp, criterion, postprocess, dl_val, device, amp)
+            try: test_stats = evaluate_run(args, model_ddp, criterion, postprocess, dl_val, device, amp)
             except (FloatingPointError, ValueError) as e:   # e.g. 06's 'outputs contain NaN or Inf'
                 raise type(e)(f"evaluation after epoch {epoch}: {e}; these weights were not saved; {last_good}") from None
         check_finite(model, probe, f"epoch {epoch} ({train_stats['steps']} steps)", last_good)   # before any save
@@ -716,7 +728,7 @@ def _main(args):
             names = train_stats['skipped_images']
             _log.warning(f"epoch {epoch}: skipped {len(names)} unreadable training image(s): {'; '.join(names[:5])}"
                          + (f" and {len(names) - 5} more (all in log.txt)" if len(names) > 5 else ''))
-        ap = f", AP {test_stats['coco_eval_bbox'][0]:.3f}, AP50 {test_stats['coco_eval_bbox'][1]:.3f}" if test_stats else ''
+        ap = f", AP {test_stats['coco_eval_bbox'][0]:.3f}, AP50 {test_stats['coco_eval_bbox'][1]:.3f}{masks_text(test_stats)}" if test_stats else ''
         _log.info(f"epoch {epoch}: loss {train_stats['loss']:.4f}{ap} "
                     f"({train_stats['steps']} steps, {record['epoch_time']:.0f} s)")
         if train_stats['time_up']:
@@ -726,7 +738,126 @@ def _main(args):
     if out is not None and main_proc and records:
         plot_history(read_log(out/'log.txt'), out/'history.png')
         draw_predictions(model, postprocess, ds_val, out/'predictions.png', device=device)
+        if getattr(args, 'masks', False):
+            from annotated_detr.segmentation import draw_masks
+            draw_masks(model, ds_val, out/'masks.png')
     return record
+
+# %% ../nbs/appendix/train_command.ipynb #cbf23810
+def check_mask_args(args:argparse.Namespace, # flags from `parse_args`
+                   ) -> None:
+    "Raise ValueError (or FileNotFoundError) naming the flag for a --masks/--frozen_weights setting no run can use."
+    frozen = getattr(args, 'frozen_weights', None)
+    if frozen and not getattr(args, 'masks', False):
+        raise ValueError(f"--frozen_weights {frozen}: it freezes a detector to train a mask head on it; add --masks")
+    if frozen and args.pretrained: raise ValueError("--frozen_weights and --pretrained both load the detector: give one of them")
+    if frozen and '://' not in str(frozen) and not Path(frozen).expanduser().is_file():
+        raise FileNotFoundError(f"--frozen_weights {frozen}: no such file")
+    for flag in ('mask_loss_coef', 'dice_loss_coef'):
+        v = getattr(args, flag, 1)
+        if not (math.isfinite(v) and v >= 0): raise ValueError(f"--{flag} {v!r}: must be a finite number >= 0")
+
+def check_segmentations(dataset:Dataset, # a CocoDetection (or Subset of one)
+                        split:str, # 'train' or 'val', for the message
+                       ) -> None:
+    "Raise ValueError if an annotation that becomes a target has no segmentation (--masks learns and scores masks)."
+    coco = coco_of(dataset)
+    anns = coco.dataset.get('annotations', [])
+    missing = [a for a in anns if not a.get('iscrowd', 0) and not a.get('segmentation')]
+    if missing:
+        a = missing[0]
+        raise ValueError(f"--masks: {len(missing)} of the {len(anns)} {split} annotations have no 'segmentation' (the first: "
+                         f"annotation {a.get('id')} of image {a.get('image_id')}), and masks cannot be learned from boxes; "
+                         f"leave out --masks, or add the polygons")
+
+def check_checkpoint_kind(args:argparse.Namespace, # flags from `parse_args`
+                          sd:dict, # the checkpoint's state dict
+                          flag:str, # the flag that named it: 'resume' or 'pretrained'
+                         ) -> None:
+    "Raise ValueError when a checkpoint's kind (detector, or segmentation model) does not fit --masks."
+    path, masks = getattr(args, flag), getattr(args, 'masks', False)
+    seg = any(k.startswith(('bbox_attention.', 'mask_head.')) for k in sd)
+    if seg and not masks: raise ValueError(f"--{flag} {path} holds a segmentation model (with a mask head): add --masks")
+    if masks and not seg and flag == 'resume':
+        raise ValueError(f"--resume {path} is a detection checkpoint (no mask head) and --masks trains the segmentation model: "
+                         f"train a mask head on it with --frozen_weights {path}, or everything with --pretrained {path}")
+
+def build_segmentation_training(args:argparse.Namespace, # flags from `parse_args`, with --masks
+                                num_classes:int, # K
+                               ) -> tuple:
+    "07's `build_training` under --masks: the segmentation model, 06's criterion plus the mask losses, `PostProcess`."
+    from annotated_detr.transformer import build_detr
+    from annotated_detr.matcher_loss import build_criterion, PostProcess
+    from annotated_detr.segmentation import SegmentationCriterion, freeze_detector
+    from annotated_detr.checkpoints import read_checkpoint
+    model = build_detr(num_classes=num_classes, backbone=args.backbone, dilation=args.dilation,
+                       position_embedding=args.position_embedding, hidden_dim=args.hidden_dim, nheads=args.nheads,
+                       enc_layers=args.enc_layers, dec_layers=args.dec_layers, dim_feedforward=args.dim_feedforward,
+                       dropout=args.dropout, num_queries=args.num_queries, pre_norm=args.pre_norm,
+                       aux_loss=args.aux_loss, lr_backbone=args.lr_backbone, weights_backbone=args.weights_backbone,
+                       backbone_norm=args.backbone_norm, last_stage=args.last_stage, pad_invariant=args.pad_invariant,
+                       masks=True)
+    detection = build_criterion(num_classes=num_classes, set_cost_class=args.set_cost_class,
+                                set_cost_bbox=args.set_cost_bbox, set_cost_giou=args.set_cost_giou,
+                                bbox_loss_coef=args.bbox_loss_coef, giou_loss_coef=args.giou_loss_coef,
+                                eos_coef=args.eos_coef, dec_layers=args.dec_layers, aux_loss=args.aux_loss)
+    weights = {**detection.weight_dict, 'loss_mask': args.mask_loss_coef, 'loss_dice': args.dice_loss_coef}
+    criterion = SegmentationCriterion(num_classes, detection.matcher, weights, args.eos_coef)
+    if getattr(args, 'frozen_weights', None):
+        path = args.frozen_weights
+        sd, _ = read_checkpoint(path, progress=False)
+        if any(k.startswith('detr.') for k in sd):
+            raise ValueError(f"--frozen_weights {path} holds a segmentation model (with a mask head): continue its run with "
+                             f"--resume, or give the detection checkpoint it started from")
+        if 'class_embed.weight' not in sd: raise ValueError(f"--frozen_weights {path}: not a DETR checkpoint (no class_embed.weight)")
+        K = sd['class_embed.weight'].shape[0] - 1
+        if K != num_classes:
+            raise ValueError(f"--frozen_weights {path} detects {K} classes and this run has {num_classes}: a frozen detector "
+                             f"cannot learn other classes; train the detector on this data first")
+        load_exactly(model.detr, sd, f" (--frozen_weights {path}: give the model flags of the run that trained it, e.g. its --preset)")
+        freeze_detector(model)
+    return model, criterion, PostProcess()
+
+def load_pretrained(args:argparse.Namespace, # flags from `parse_args`, with --pretrained
+                    model:nn.Module, # the run's model: a DETR, or with --masks a DETRsegm
+                    num_classes:int, # K of the run
+                   ) -> None:
+    "--pretrained: a detector's weights into the detector (a fresh class head for other classes), or a whole segmentation model."
+    from annotated_detr.checkpoints import read_checkpoint
+    sd, _ = read_checkpoint(args.pretrained, progress=False)
+    check_checkpoint_kind(args, sd, 'pretrained')
+    if not getattr(args, 'masks', False): load_checkpoint(args.pretrained, model=model, num_classes=num_classes)
+    elif any(k.startswith('detr.') for k in sd):
+        from annotated_detr.segmentation import load_segmentation_checkpoint
+        load_segmentation_checkpoint(args.pretrained, model, progress=False)
+    else: load_checkpoint(args.pretrained, model=model.detr, num_classes=num_classes)
+
+def make_segmentation_optimizer(model:nn.Module, # a DETRsegm (not wrapped in DDP)
+                                lr:float, lr_backbone:float, weight_decay:float, # as 07's `make_optimizer`
+                               ) -> torch.optim.AdamW:
+    "07's `make_optimizer` for the segmentation model: the detector's groups as 07 forms them, the mask head with the first."
+    from annotated_detr.train import param_groups
+    groups = param_groups(model.detr, lr, lr_backbone)                       # [rest at lr, backbone at lr_backbone]
+    groups[0]['params'] = groups[0]['params'] + [p for n, p in model.named_parameters()
+                                                 if p.requires_grad and not n.startswith('detr.')]
+    try: return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, TypeError): return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+
+def evaluate_run(args:argparse.Namespace, # flags from `parse_args`
+                 model:nn.Module, criterion:nn.Module, postprocess:nn.Module, data_loader:DataLoader, device,
+                 amp=None, # what to autocast to, as 07's `evaluate` takes it; None: args.amp
+                ) -> dict:
+    "07's `evaluate`; under --masks the segmentation appendix's `evaluate_masks`, which adds `coco_eval_masks`."
+    amp = args.amp if amp is None else amp
+    if not getattr(args, 'masks', False): return evaluate(model, criterion, postprocess, data_loader, device, amp)
+    from annotated_detr.segmentation import evaluate_masks
+    return evaluate_masks(model, data_loader, device, criterion=criterion, amp=amp, keep_predictions=False)
+
+def masks_text(stats:dict, # evaluation results
+              ) -> str:
+    "', mask AP 0.123, mask AP50 0.456' when `stats` has mask statistics, else ''."
+    m = stats.get('coco_eval_masks') or stats.get('test_coco_eval_masks')
+    return f", mask AP {m[0]:.3f}, mask AP50 {m[1]:.3f}" if m else ''
 
 # %% ../nbs/appendix/train_command.ipynb #c81713a3
 def free_port() -> int:
@@ -766,6 +897,7 @@ def cli(argv:list|None=None, # command-line words; None reads sys.argv
         sys.exit(1)
     if rank0 and 'test_coco_eval_bbox' in record:
         print(format_coco_stats(record['test_coco_eval_bbox']))
+        if 'test_coco_eval_masks' in record: print('masks:\n' + format_coco_stats(record['test_coco_eval_masks']))
         if args.output_dir:
             out = Path(args.output_dir)
             print(f"checkpoint: {out/'checkpoint.pth'}  log: {out/'log.txt'}  pictures: {out/'history.png'}, {out/'predictions.png'}")

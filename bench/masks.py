@@ -1,9 +1,10 @@
 """The mask benchmark (issue 18): freeze a trained detector, train only its mask head on the generated shapes for a
-fixed wall-clock budget on the CPU, evaluate boxes and masks with COCOeval, print both tables and one JSON line.
+fixed wall-clock budget on the CPU, evaluate boxes and masks with COCOeval (each validation image alone by default:
+"per image", as `detect` sees it), print both tables and one JSON line.
 
     detr_train --preset quickstart --output_dir runs/quickstart        # the detector (10 CPU minutes)
     python bench/masks.py --detector runs/quickstart/checkpoint.pth     # 5 minutes of mask-head training
-    python bench/masks.py --detector ... --minutes 1 --out images/masks_shapes.png
+    python bench/masks.py --detector ... --minutes 1 --out images/masks_shapes.png --panoptic_out images/panoptic_shapes.png
 
 The data pipeline follows the detector's training arguments stored in its checkpoint (dataset folder, input
 sizes, augmentation); the flags below override them. The budget counts training steps only; building the
@@ -24,9 +25,13 @@ def run():
     p.add_argument('--lr', type=float, default=1e-3, help='AdamW learning rate of the mask head')
     p.add_argument('--batch_size', type=int, default=None, help="default: the detector's")
     p.add_argument('--coco_path', default=None, help="dataset folder (default: the detector's, else the shapes cache)")
+    p.add_argument('--eval_batch_size', type=int, default=1,
+                   help='validation images per forward pass; 1 (default): each image alone, as detect sees it ("per image")')
     p.add_argument('--max_val', type=int, default=None, help='evaluate on the first images of the validation split only')
     p.add_argument('--threshold', type=float, default=0.7, help='score threshold of the drawing')
     p.add_argument('--out', default=None, help='draw the first validation images with their masks into this png')
+    p.add_argument('--panoptic_out', default=None, help="draw the first validation images' panoptic view (background as stuff) into this png")
+    p.add_argument('--save_head', default=None, help='save the trained mask head (bbox_attention and mask_head weights) to this file')
     p.add_argument('--seed', type=int, default=0)
     a = p.parse_args()
     import torch
@@ -38,7 +43,7 @@ def run():
     from annotated_detr.transformer import read_checkpoint
     from annotated_detr.train_command import DEFAULT_SHAPES_PATH, format_coco_stats
     from annotated_detr.segmentation import (segmentation_from_detector, build_segmentation_criterion, train_mask_head,
-                                             evaluate_masks, draw_masks)
+                                             evaluate_masks, draw_masks, panoptic_view)
     _, ckpt = read_checkpoint(a.detector, progress=False)
     targs = ckpt.get('args') if isinstance(ckpt.get('args'), dict) else {}
     if targs.get('dataset', 'shapes') != 'shapes': sys.exit(f"{a.detector} was trained on {targs['dataset']}, not the shapes")
@@ -57,7 +62,7 @@ def run():
     bs = a.batch_size or targs.get('batch_size', 8)
     g = torch.Generator().manual_seed(a.seed)
     dl_train = DataLoader(ds_train, batch_size=bs, shuffle=True, drop_last=True, collate_fn=collate_fn, generator=g)
-    dl_val = DataLoader(ds_val, batch_size=bs, collate_fn=collate_fn)
+    dl_val = DataLoader(ds_val, batch_size=a.eval_batch_size, collate_fn=collate_fn)
     setup = time.time() - t0
     load_before = os.getloadavg()
     start, losses, epochs = time.time(), [], 0
@@ -67,21 +72,26 @@ def run():
         epochs += 1
     train_s = time.time() - start
     t1 = time.time()
-    ev = evaluate_masks(model, dl_val)
+    ev = evaluate_masks(model, dl_val, keep_predictions=False)
     eval_s = time.time() - t1
     print('boxes (the frozen detector):'); print(format_coco_stats(ev['coco_eval_bbox']))
-    print('masks:'); print(format_coco_stats(ev['coco_eval_masks']))
+    print(f"masks ({'per image' if a.eval_batch_size == 1 else f'batches of {a.eval_batch_size}'}):")
+    print(format_coco_stats(ev['coco_eval_masks']))
     if a.out:
         draw_masks(model, ds_val.dataset if isinstance(ds_val, Subset) else ds_val, a.out, threshold=a.threshold)
+    if a.panoptic_out:
+        panoptic_view(model, ds_val.dataset if isinstance(ds_val, Subset) else ds_val, a.panoptic_out, threshold=a.threshold)
+    if a.save_head:
+        torch.save({k: v for k, v in model.state_dict().items() if not k.startswith('detr.')}, a.save_head)
     first, last = sum(losses[:20]) / max(len(losses[:20]), 1), sum(losses[-20:]) / max(len(losses[-20:]), 1)
     print(json.dumps({'mask_AP': round(ev['coco_eval_masks'][0], 4), 'mask_AP50': round(ev['coco_eval_masks'][1], 4),
                       'box_AP50': round(ev['coco_eval_bbox'][1], 4), 'train_min': round(train_s / 60, 2),
                       'steps': len(losses), 'epochs_started': epochs, 'loss_first20': round(first, 4),
                       'loss_last20': round(last, 4), 'setup_s': round(setup, 1), 'eval_s': round(eval_s, 1),
-                      'val_images': len(ds_val), 'threads': a.threads, 'lr': a.lr, 'batch_size': bs,
+                      'val_images': len(ds_val), 'eval_batch_size': a.eval_batch_size, 'threads': a.threads, 'lr': a.lr, 'batch_size': bs,
                       'load_avg_before': [round(x, 2) for x in load_before],
                       'load_avg_after': [round(x, 2) for x in os.getloadavg()], 'detector': str(a.detector),
-                      'figure': a.out}))
+                      'figure': a.out, 'panoptic_figure': a.panoptic_out, 'head': a.save_head}))
 
 
 if __name__ == '__main__':
