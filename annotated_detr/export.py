@@ -4,7 +4,7 @@
 
 # %% ../nbs/appendix/export.ipynb #89c6261f
 from __future__ import annotations
-import argparse, copy, importlib.util, tempfile
+import argparse, copy, importlib.util, json, tempfile
 from pathlib import Path
 import torch
 from torch import nn, Tensor
@@ -139,11 +139,15 @@ def export_onnx(model:DETR|ExportedProgram, # a DETR in eval mode, or a program 
         raise ValueError(f"opset {opset} is not supported: the dynamo-based exporter writes opsets {OPSETS.start} to {OPSETS.stop - 1}")
     path = _check_writable(path)
     _need('onnx', 'onnxscript')
+    # what `detect` needs besides the weights (a detr_train checkpoint's class names and evaluation size) travels
+    # in the file's metadata, as JSON strings; a program has lost the model's attributes, so only a model gives them
+    meta = {k: json.dumps(list(getattr(model, k))) for k in ('class_names', 'eval_size') if getattr(model, k, None) is not None}
     if not isinstance(model, ExportedProgram): model = export_program(model, example, fold_bn)
     args = model.example_inputs[0] if model.example_inputs else example_inputs()
     onnx_program = torch.onnx.export(model, args, dynamo=True, opset_version=opset, verbose=False,
                                      input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES))
     _name_dims(onnx_program, model)
+    onnx_program.model.metadata_props.update(meta)
     onnx_program.save(str(path), external_data=False)
     return onnx_program
 
@@ -178,6 +182,9 @@ class OnnxDETR(nn.Module):
             raise ValueError(f"not an exported DETR: the session has inputs {names[0]} and outputs {names[1]}, "
                              f"expected {INPUT_NAMES} and {OUTPUT_NAMES}")
         self.session = session
+        meta = session.get_modelmeta().custom_metadata_map    # written by `export_onnx` from a detr_train checkpoint
+        if 'class_names' in meta: self.class_names = json.loads(meta['class_names'])
+        if 'eval_size' in meta: self.eval_size = tuple(json.loads(meta['eval_size']))
 
     def forward(self, samples) -> dict:
         "Run the session on a NestedTensor, a [B, 3, H0, W0] tensor or a list of [3, H, W] images."

@@ -65,12 +65,12 @@ def detect(model:nn.Module, # a DETR model: images -> {'pred_logits', 'pred_boxe
     if not 0 <= threshold <= 1: raise ValueError(f"threshold must be in [0, 1], got {threshold}")
     if not isinstance(images, (list, tuple)): images = [images]
     pil_images = [_to_pil(im) for im in images]
+    if not isinstance(model, nn.Module):   # an onnxruntime.InferenceSession of a `detr_export` file (appendix export)
+        from annotated_detr.export import OnnxDETR
+        model = OnnxDETR(model)                # carries the checkpoint's names and evaluation size, if exported with them
     if transform is None:
         size, max_size = getattr(model, 'eval_size', None) or (800, 1333)   # detr_train checkpoints carry theirs
         transform = make_coco_transforms('val', scales=[size], max_size=max_size)
-    if not isinstance(model, nn.Module):   # an onnxruntime.InferenceSession of a `detr_export` file (appendix export)
-        from annotated_detr.export import OnnxDETR
-        model = OnnxDETR(model)
     device = next(model.parameters(), torch.empty(0)).device          # an OnnxDETR has no parameters: CPU
     was_training = model.training
     model.eval()
