@@ -16,7 +16,8 @@ from .transformer import DETR, to_nested
 
 # %% auto #0
 __all__ = ['INPUT_NAMES', 'OUTPUT_NAMES', 'MIN_SIDE', 'OPSETS', 'ExportableDETR', 'example_inputs', 'dynamic_shapes',
-           'fold_batch_norms', 'export_program', 'export_onnx', 'onnx_session', 'OnnxDETR', 'export_cli', 'export_main']
+           'fold_batch_norms', 'export_program', 'onnx_metadata', 'export_onnx', 'onnx_session', 'OnnxDETR',
+           'export_cli', 'export_main']
 
 # %% ../nbs/appendix/export.ipynb #fd80b8e2
 INPUT_NAMES, OUTPUT_NAMES = ('images', 'mask'), ('pred_logits', 'pred_boxes')
@@ -128,11 +129,17 @@ def _name_dims(onnx_program, program:ExportedProgram):
             v.shape = ir.Shape([ir.SymbolicDim(names[d.value]) if isinstance(d, ir.SymbolicDim) and d.value in names
                                 else d for d in v.shape])
 
+def onnx_metadata(model:nn.Module, # a DETR, e.g. from `load_checkpoint` of a detr_train checkpoint
+                 ) -> dict:
+    "The model's `class_names` and `eval_size`, those it has: what `detect` needs besides the weights."
+    return {k: getattr(model, k) for k in ('class_names', 'eval_size') if getattr(model, k, None) is not None}
+
 def export_onnx(model:DETR|ExportedProgram, # a DETR in eval mode, or a program from `export_program`
                 path:str|Path, # the .onnx file to write (weights inside it)
                 opset:int=18, # ONNX opset version, 18 to 23
                 example:tuple|None=None, # (images, mask) to trace a model with; None: `example_inputs()`
                 fold_bn:bool=True, # fold the batch norms into the convolutions first (a model only)
+                metadata:dict|None=None, # for `detect`: {'class_names', 'eval_size'}; None: the model's own (a program has none)
                ):
     "Write DETR as one ONNX file, inputs `images`, `mask` and outputs `pred_logits`, `pred_boxes`; return the ONNXProgram."
     if opset not in OPSETS:
@@ -141,7 +148,7 @@ def export_onnx(model:DETR|ExportedProgram, # a DETR in eval mode, or a program 
     _need('onnx', 'onnxscript')
     # what `detect` needs besides the weights (a detr_train checkpoint's class names and evaluation size) travels
     # in the file's metadata, as JSON strings; a program has lost the model's attributes, so only a model gives them
-    meta = {k: json.dumps(list(getattr(model, k))) for k in ('class_names', 'eval_size') if getattr(model, k, None) is not None}
+    meta = {k: json.dumps(list(v)) for k, v in (onnx_metadata(model) if metadata is None else metadata).items()}
     if not isinstance(model, ExportedProgram): model = export_program(model, example, fold_bn)
     args = model.example_inputs[0] if model.example_inputs else example_inputs()
     onnx_program = torch.onnx.export(model, args, dynamo=True, opset_version=opset, verbose=False,
@@ -225,7 +232,7 @@ def export_cli(argv:list|None=None, # command-line arguments; None: sys.argv[1:]
     if args.program is not None:
         torch.export.save(program, args.program)
         print(f"wrote {args.program} (torch.export program)")
-    export_onnx(program, out, opset=args.opset)
+    export_onnx(program, out, opset=args.opset, metadata=onnx_metadata(model))   # the checkpoint's names and size
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB): images [batch, 3, height, width] float32 and "
           f"mask [batch, height, width] bool (True = padding) -> pred_logits, pred_boxes")
     if args.check:
