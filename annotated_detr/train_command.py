@@ -786,17 +786,11 @@ def build_segmentation_training(args:argparse.Namespace, # flags from `parse_arg
                                 num_classes:int, # K
                                ) -> tuple:
     "07's `build_training` under --masks: the segmentation model, 06's criterion plus the mask losses, `PostProcess`."
-    from annotated_detr.transformer import build_detr
+    from annotated_detr.train import build_training
     from annotated_detr.matcher_loss import build_criterion, PostProcess
     from annotated_detr.segmentation import SegmentationCriterion, freeze_detector
     from annotated_detr.checkpoints import read_checkpoint
-    model = build_detr(num_classes=num_classes, backbone=args.backbone, dilation=args.dilation,
-                       position_embedding=args.position_embedding, hidden_dim=args.hidden_dim, nheads=args.nheads,
-                       enc_layers=args.enc_layers, dec_layers=args.dec_layers, dim_feedforward=args.dim_feedforward,
-                       dropout=args.dropout, num_queries=args.num_queries, pre_norm=args.pre_norm,
-                       aux_loss=args.aux_loss, lr_backbone=args.lr_backbone, weights_backbone=args.weights_backbone,
-                       backbone_norm=args.backbone_norm, last_stage=args.last_stage, pad_invariant=args.pad_invariant,
-                       masks=True)
+    model = build_training(argparse.Namespace(**{**vars(args), 'masks': True}), num_classes)[0]   # 07's model, with masks
     detection = build_criterion(num_classes=num_classes, set_cost_class=args.set_cost_class,
                                 set_cost_bbox=args.set_cost_bbox, set_cost_giou=args.set_cost_giou,
                                 bbox_loss_coef=args.bbox_loss_coef, giou_loss_coef=args.giou_loss_coef,
