@@ -401,9 +401,6 @@ def segmentation_from_checkpoint(path_or_url:str|Path, # a segmentation checkpoi
     return model
 
 # %% ../nbs/appendix/segmentation.ipynb #0e9bfd22
-def _targets_to(targets:list, device) -> list:
-    return [{k: v.to(device) if isinstance(v, Tensor) else v for k, v in t.items()} for t in targets]
-
 def train_mask_head(model:DETRsegm, # segmentation model with a frozen detector (`freeze_detector`)
                     criterion:SegmentationCriterion, # its 'masks' losses and their weights are used
                     data_loader, # yields (NestedTensor, targets with 'masks')
@@ -414,6 +411,7 @@ def train_mask_head(model:DETRsegm, # segmentation model with a frozen detector 
                    ) -> list:
     "Train the mask head for one pass (or `max_steps`, or until `deadline`); the loss of every step."
     import time
+    from annotated_detr.train import _to_device
     if any(p.requires_grad for p in model.detr.parameters()):
         raise ValueError("the detector is not frozen: call freeze_detector(model) first (the two-stage recipe of §4.4)")
     if not criterion.masks: raise ValueError("the criterion computes no mask losses: build it with 'masks' in losses")
@@ -421,7 +419,7 @@ def train_mask_head(model:DETRsegm, # segmentation model with a frozen detector 
     history = []
     for samples, targets in data_loader:
         out = model(samples.to(device))
-        losses = criterion(out, _targets_to(targets, device))
+        losses = criterion(out, _to_device(targets, device))
         loss = sum(losses[k] * criterion.weight_dict.get(k, 1) for k in ('loss_mask', 'loss_dice'))
         if not torch.isfinite(loss): raise FloatingPointError(f"mask loss is {loss.item()} at step {len(history)}")
         optimizer.zero_grad()
@@ -463,22 +461,17 @@ def evaluate_masks(model:DETRsegm, # the segmentation model, possibly wrapped in
                    keep_predictions:bool=True, # return every image's results, masks included, under 'predictions'
                   ) -> dict:
     "COCO statistics of boxes ('coco_eval_bbox') and masks ('coco_eval_masks'), 12 numbers each, over all processes."
-    from annotated_detr.train import (to_coco_results, coco_evaluate, coco_of, reduce_mean, all_gather, _autocast,
-                                      _to_float)
+    from annotated_detr.train import (to_coco_results, coco_evaluate, coco_of, add_eval_losses, all_gather, _autocast,
+                                      _to_float, _to_device)
     device = torch.device(device)
     model.eval()
     if criterion is not None: criterion.eval()
     post, post_segm = PostProcess(), PostProcessSegm(threshold)
     boxes, masks, predictions, sums, steps = {}, {}, {}, defaultdict(float), 0
     for samples, targets in data_loader:
-        samples, targets = samples.to(device), _targets_to(targets, device)
+        samples, targets = samples.to(device), _to_device(targets, device)
         with _autocast(device, amp): out = _to_float(model(samples))
-        if criterion is not None:
-            loss_dict = reduce_mean(criterion(out, targets))
-            sums['loss'] += sum(loss_dict[k] * criterion.weight_dict[k] for k in loss_dict if k in criterion.weight_dict).item()
-            for k, v in loss_dict.items():
-                if not k[-1].isdigit(): sums[k] += v.item()
-            steps += 1
+        if criterion is not None: add_eval_losses(sums, criterion, out, targets); steps += 1
         orig = torch.stack([t['orig_size'] for t in targets])            # (B, 2) original (h, w)
         size = torch.stack([t['size'] for t in targets])                 # (B, 2) (h, w) at the model's input
         for t, r in zip(targets, post_segm(post(out, orig), out, orig, size)):

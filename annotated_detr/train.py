@@ -18,9 +18,9 @@ from .matcher_loss import build_criterion, PostProcess
 
 # %% auto #0
 __all__ = ['AMP_DTYPES', 'COCO_STAT_NAMES', 'build_training', 'param_groups', 'make_optimizer', 'get_world_size', 'get_rank',
-           'is_main_process', 'reduce_mean', 'all_gather', 'cpu_has_native_bf16', 'amp_dtype', 'amp_enabled',
-           'make_grad_scaler', 'warmup_schedule', 'train_one_epoch', 'to_coco_results', 'coco_evaluate', 'coco_of',
-           'evaluate']
+           'is_main_process', 'reduce_mean', 'all_gather', 'add_eval_losses', 'cpu_has_native_bf16', 'amp_dtype',
+           'amp_enabled', 'make_grad_scaler', 'warmup_schedule', 'train_one_epoch', 'to_coco_results', 'coco_evaluate',
+           'coco_of', 'evaluate']
 
 # %% ../nbs/07_train.ipynb #7ef74f74
 def build_training(args:argparse.Namespace, # flags from `parse_args`
@@ -100,6 +100,13 @@ def _to_float(outputs):
 def _to_device(targets, device) -> list:
     "Move every tensor of each target dict to `device`."
     return [{k: v.to(device) if isinstance(v, Tensor) else v for k, v in t.items()} for t in targets]
+
+def add_eval_losses(sums:dict, criterion:nn.Module, outputs:dict, targets:list) -> None:
+    "Add one evaluation batch's weighted loss and its last-layer terms (averaged over processes) to `sums`."
+    loss_dict = reduce_mean(criterion(outputs, targets))
+    sums['loss'] += sum(loss_dict[k] * criterion.weight_dict[k] for k in loss_dict if k in criterion.weight_dict).item()
+    for k, v in loss_dict.items():
+        if not k[-1].isdigit(): sums[k] += v.item()             # the last decoder layer, not the _0.._4 copies
 
 def cpu_has_native_bf16() -> bool:
     "Whether this CPU has bf16 instructions (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slower than float32."
@@ -272,12 +279,7 @@ def evaluate(model:nn.Module, # DETR, possibly wrapped in DistributedDataParalle
     for samples, targets in _progress(data_loader, 'eval'):
         samples, targets = samples.to(device), _to_device(targets, device)
         with _autocast(device, amp): outputs = _to_float(model(samples))
-        if criterion is not None:
-            loss_dict = reduce_mean(criterion(outputs, targets))
-            sums['loss'] += sum(loss_dict[k] * criterion.weight_dict[k] for k in loss_dict if k in criterion.weight_dict).item()
-            for k, v in loss_dict.items():
-                if not k[-1].isdigit(): sums[k] += v.item()
-            steps += 1
+        if criterion is not None: add_eval_losses(sums, criterion, outputs, targets); steps += 1
         sizes = torch.stack([t['orig_size'] for t in targets])          # (B, 2) as (h, w)
         for t, r in zip(targets, postprocess(outputs, sizes)):
             predictions[int(t['image_id'])] = {k: v.cpu() for k, v in r.items()}
