@@ -25,6 +25,6 @@ from .shapes_model import shapes_detr, pack_checkpoint
 from .train_command import get_args_parser, main as train_main
 from .segmentation import (DETRsegm, build_segmentation_criterion, PostProcessSegm, PostProcessPanoptic,
                                          detr_resnet50_panoptic, detr_resnet50_dc5_panoptic, detr_resnet101_panoptic,
-                                         segment, draw_segments)
+                                         segment, draw_segments, shapes_segmentation)
 from .export import export_program, export_onnx, onnx_session, OnnxDETR
 

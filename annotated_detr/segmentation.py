@@ -7,6 +7,7 @@ from __future__ import annotations
 import io, math, warnings
 from collections import defaultdict
 from pathlib import Path
+from typing import NamedTuple
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -18,13 +19,14 @@ from .checkpoints import DETR_URL, read_checkpoint, load_exactly
 from .matcher_loss import SetCriterion, HungarianMatcher, PostProcess, fp32
 
 # %% auto #0
-__all__ = ['COCO_PANOPTIC_IS_THING', 'PANOPTIC_CHECKPOINTS', 'MHAttentionMap', 'MaskHeadSmallConv', 'DETRsegm', 'dice_loss',
-           'mask_focal_loss', 'SegmentationCriterion', 'build_segmentation_criterion', 'PostProcessSegm', 'id2rgb',
-           'rgb2id', 'PostProcessPanoptic', 'load_segmentation_checkpoint', 'detr_resnet50_panoptic',
-           'detr_resnet50_dc5_panoptic', 'detr_resnet101_panoptic', 'freeze_detector', 'segmentation_from_detector',
-           'segmentation_from_checkpoint', 'train_mask_head', 'masks_to_coco_results', 'coco_evaluate_masks',
-           'evaluate_masks', 'draw_masks', 'segment', 'draw_segments', 'with_background', 'draw_panoptic',
-           'panoptic_view']
+__all__ = ['COCO_PANOPTIC_IS_THING', 'PANOPTIC_CHECKPOINTS', 'SHAPES_MASK_HEAD', 'MHAttentionMap', 'MaskHeadSmallConv',
+           'DETRsegm', 'dice_loss', 'mask_focal_loss', 'SegmentationCriterion', 'build_segmentation_criterion',
+           'PostProcessSegm', 'id2rgb', 'rgb2id', 'PostProcessPanoptic', 'load_segmentation_checkpoint',
+           'detr_resnet50_panoptic', 'detr_resnet50_dc5_panoptic', 'detr_resnet101_panoptic', 'freeze_detector',
+           'segmentation_from_detector', 'segmentation_from_checkpoint', 'train_mask_head', 'FrozenBatch',
+           'freeze_batch', 'cache_detector', 'mask_head_outputs', 'mask_head_loss', 'CachedDetector', 'FrozenLoader',
+           'masks_to_coco_results', 'coco_evaluate_masks', 'evaluate_masks', 'draw_masks', 'segment', 'draw_segments',
+           'with_background', 'draw_panoptic', 'panoptic_view', 'pack_mask_head', 'shapes_segmentation']
 
 # %% ../nbs/appendix/segmentation.ipynb #fae432f0
 class MHAttentionMap(nn.Module):
@@ -72,6 +74,7 @@ class MaskHeadSmallConv(nn.Module):
                  dim:int, # input channels: d + M (features and attention maps)
                  fpn_dims:list, # channels of the earlier backbone stages, deepest first (1024, 512, 256 for ResNet-50)
                  context_dim:int, # d; the widths after the first layer are d/2, d/4, ...
+                 attention_gain:float=100., # initial weights reading the attention maps are this many times larger (1: the original's init)
                 ):
         super().__init__()
         n = len(fpn_dims)
@@ -87,6 +90,7 @@ class MaskHeadSmallConv(nn.Module):
         self.dim = dim
         for m in self.modules():
             if isinstance(m, nn.Conv2d): nn.init.kaiming_uniform_(m.weight, a=1); nn.init.zeros_(m.bias)
+        with torch.no_grad(): self.lay1.weight[:, context_dim:] *= attention_gain   # the M map channels (see below)
 
     def _layer(self, i:int, x:Tensor) -> Tensor: return F.relu(getattr(self, f'gn{i}')(getattr(self, f'lay{i}')(x)))
 
@@ -381,13 +385,21 @@ def segmentation_from_detector(path_or_url:str|Path, # a DETR detection checkpoi
         raise ValueError(f"{Path(str(path_or_url)).name} already holds a segmentation model: use load_segmentation_checkpoint")
     model = build_detr(**{**config_from_checkpoint(sd, ckpt, path_or_url), **kwargs}, masks=True)
     load_exactly(model.detr, sd, ' (the detector inside the segmentation model)')
-    return freeze_detector(model)
+    return freeze_detector(_with_meta(model, ckpt))
+
+def _with_meta(model:DETRsegm, ckpt:dict) -> DETRsegm:
+    "The checkpoint's class names and evaluation size, on the detector and on the model that `detect` is given."
+    from annotated_detr.checkpoints import with_inference_meta
+    with_inference_meta(model.detr, ckpt)
+    for name in ('class_names', 'eval_size'):
+        if hasattr(model.detr, name): setattr(model, name, getattr(model.detr, name))
+    return model
 def segmentation_from_checkpoint(path_or_url:str|Path, # a segmentation checkpoint (`detr_train --masks`, a released panoptic file)
                                  progress:bool=True, # progress bar when downloading
                                  **kwargs, # `build_detr` arguments the weights do not determine (nheads, dilation)
                                 ) -> DETRsegm:
     "The segmentation model that fits a checkpoint, loaded strictly, with the checkpoint's class names and evaluation size."
-    from annotated_detr.checkpoints import config_from_checkpoint, with_inference_meta
+    from annotated_detr.checkpoints import config_from_checkpoint
     sd, ckpt = read_checkpoint(path_or_url, progress)
     if 'detr.class_embed.weight' not in sd:
         raise ValueError(f"{Path(str(path_or_url)).name} holds no mask head (a detection checkpoint): load it with "
@@ -395,15 +407,12 @@ def segmentation_from_checkpoint(path_or_url:str|Path, # a segmentation checkpoi
     detector = {k[len('detr.'):]: v for k, v in sd.items() if k.startswith('detr.')}
     model = build_detr(**{**config_from_checkpoint(detector, ckpt, path_or_url), **kwargs}, masks=True)
     load_exactly(model, sd)
-    with_inference_meta(model.detr, ckpt)                                     # names and size sit on the detector ...
-    for name in ('class_names', 'eval_size'):                                 # ... and on the model that `detect` is given
-        if hasattr(model.detr, name): setattr(model, name, getattr(model.detr, name))
-    return model
+    return _with_meta(model, ckpt)
 
 # %% ../nbs/appendix/segmentation.ipynb #0e9bfd22
 def train_mask_head(model:DETRsegm, # segmentation model with a frozen detector (`freeze_detector`)
                     criterion:SegmentationCriterion, # its 'masks' losses and their weights are used
-                    data_loader, # yields (NestedTensor, targets with 'masks')
+                    data_loader, # yields (NestedTensor, targets with 'masks'), or `FrozenBatch`es of `cache_detector`
                     optimizer:torch.optim.Optimizer, # over the mask head's parameters
                     device:str|torch.device='cpu',
                     max_steps:int|None=None, # stop after this many steps (None: one pass over the loader)
@@ -417,9 +426,9 @@ def train_mask_head(model:DETRsegm, # segmentation model with a frozen detector 
     if not criterion.masks: raise ValueError("the criterion computes no mask losses: build it with 'masks' in losses")
     model.train(); model.detr.eval()                 # the frozen detector keeps dropout off and its batch-norm statistics
     history = []
-    for samples, targets in data_loader:
-        out = model(samples.to(device))
-        losses = criterion(out, _to_device(targets, device))
+    for item in data_loader:
+        if isinstance(item, FrozenBatch): losses = mask_head_loss(model, criterion, item)   # see `cache_detector` below
+        else: losses = criterion(model(item[0].to(device)), _to_device(item[1], device))
         loss = sum(losses[k] * criterion.weight_dict.get(k, 1) for k in ('loss_mask', 'loss_dice'))
         if not torch.isfinite(loss): raise FloatingPointError(f"mask loss is {loss.item()} at step {len(history)}")
         optimizer.zero_grad()
@@ -428,6 +437,100 @@ def train_mask_head(model:DETRsegm, # segmentation model with a frozen detector 
         history.append(loss.item())
         if (max_steps is not None and len(history) >= max_steps) or (deadline is not None and time.time() > deadline): break
     return history
+
+# %% ../nbs/appendix/segmentation.ipynb #94135807
+class FrozenBatch(NamedTuple):
+    "What a frozen detector computed for one training batch: the mask head's inputs, its own outputs, the matching."
+    src_proj:Tensor # [B, d, H, W] projected last backbone stage
+    mask:Tensor # [B, H, W] True on padding
+    hs:Tensor # [B, N, d] the last decoder layer's embeddings
+    memory:Tensor # [B, d, H, W] the encoder's output
+    fpns:list # earlier backbone stages, deepest first
+    outputs:dict # the detector's 'pred_logits', 'pred_boxes' (and 'aux_outputs')
+    targets:list # the batch's target dicts, with 'masks'
+    indices:list # the Hungarian matching of the last layer, per image (prediction idx, target idx)
+    num_boxes:float # the loss normalizer: objects in the batch
+    def to(self, device):
+        "Itself: a cached batch stays where it was computed (07's loop calls `samples.to(device)`)."
+        return self
+
+@torch.no_grad()
+def freeze_batch(model:DETRsegm, # segmentation model with a frozen detector
+                 criterion:SegmentationCriterion, # its matcher pairs predictions and targets
+                 samples, # NestedTensor (or what `to_nested` takes)
+                 targets:list, # target dicts with 'masks'
+                 device:str|torch.device='cpu',
+                ) -> FrozenBatch:
+    "Run the frozen detector on one batch and keep what the mask head and its loss need."
+    from annotated_detr.train import _to_device
+    from annotated_detr.matcher_loss import _num_boxes
+    if any(p.requires_grad for p in model.detr.parameters()):
+        raise ValueError("the detector is not frozen: its outputs would change as it trains (call freeze_detector first)")
+    detr = model.detr.eval()
+    targets = _to_device(targets, device)
+    features, pos = detr.backbone(to_nested(samples).to(device))
+    src, mask = features[-1].decompose()
+    src_proj = detr.input_proj(src)
+    hs, memory = detr.transformer(src_proj, mask, detr.query_embed.weight, pos[-1])
+    logits, boxes = detr.class_embed(hs), detr.bbox_embed(hs).sigmoid()
+    outputs = {'pred_logits': logits[-1], 'pred_boxes': boxes[-1]}
+    if detr.aux_loss: outputs['aux_outputs'] = [{'pred_logits': l, 'pred_boxes': b} for l, b in zip(logits[:-1], boxes[:-1])]
+    return FrozenBatch(src_proj, mask, hs[-1], memory, [f.tensors for f in features[-2::-1]], outputs, targets,
+                       criterion.matcher(outputs, targets), _num_boxes(targets, src.device))
+
+def cache_detector(model:DETRsegm, criterion:SegmentationCriterion, data_loader, device:str|torch.device='cpu') -> list:
+    "`freeze_batch` on every (samples, targets) batch of `data_loader`: one pass of the frozen detector."
+    return [freeze_batch(model, criterion, samples, targets, device) for samples, targets in data_loader]
+
+def mask_head_outputs(model:DETRsegm, # the segmentation model whose head trains
+                      fb:FrozenBatch, # one cached batch
+                     ) -> dict:
+    "The detector's cached outputs plus `pred_masks` [B, N, H_1, W_1] decoded for the matched queries only (zeros elsewhere)."
+    b = torch.cat([torch.full_like(p, i) for i, (p, _) in enumerate(fb.indices)]).to(fb.hs.device)  # image of each pair
+    p = torch.cat([p for p, _ in fb.indices]).to(fb.hs.device)                                        # its query
+    maps = model.bbox_attention(fb.hs[b, p][:, None], fb.memory[b], fb.mask[b])   # (M, 1, heads, H, W): one query per row
+    sel = model.mask_head(fb.src_proj[b], maps, [f[b] for f in fb.fpns])[:, 0]    # (M, H_1, W_1)
+    B, N = fb.hs.shape[:2]
+    return {**fb.outputs, 'pred_masks': sel.new_zeros(B, N, *sel.shape[-2:]).index_put((b, p), sel)}
+
+def mask_head_loss(model:DETRsegm, criterion:SegmentationCriterion, fb:FrozenBatch) -> dict:
+    "The mask losses ('loss_mask', 'loss_dice') of a cached batch, through `mask_head_outputs`."
+    return criterion.loss_masks(mask_head_outputs(model, fb), fb.targets, fb.indices, fb.num_boxes)
+
+class CachedDetector(nn.Module):
+    "A segmentation model that also takes a `FrozenBatch` (then only the mask head runs), for 07's `train_one_epoch`."
+    def __init__(self, model:DETRsegm):
+        super().__init__()
+        self.model = model
+    def forward(self, samples) -> dict:
+        return mask_head_outputs(self.model, samples) if isinstance(samples, FrozenBatch) else self.model(samples)
+
+def _nbytes(fb:FrozenBatch) -> int: return sum(t.numel() * t.element_size() for t in (fb.src_proj, fb.hs, fb.memory, *fb.fpns))
+
+class FrozenLoader:
+    "(FrozenBatch, targets) per batch: the first complete pass runs the frozen detector, later passes replay it shuffled."
+    def __init__(self, model:DETRsegm, criterion:SegmentationCriterion, data_loader, device:str|torch.device='cpu',
+                 seed:int=0, # the order of the replayed passes
+                 max_bytes:float=4e9, # keep no cache above this estimate (a large dataset): run the detector at every pass
+                ):
+        self.model, self.criterion, self.data_loader, self.device, self.max_bytes = model, criterion, data_loader, device, max_bytes
+        self.cache, self.keep, self.generator = None, True, torch.Generator().manual_seed(seed)
+    def __len__(self): return len(self.data_loader)
+    def __iter__(self):
+        if self.cache is None:
+            cache = []
+            for samples, targets in self.data_loader:
+                fb = freeze_batch(self.model, self.criterion, samples, targets, self.device)
+                if self.keep and not cache and _nbytes(fb) * len(self) > self.max_bytes:
+                    self.keep = False
+                    warnings.warn(f"the frozen detector's outputs would take about {_nbytes(fb) * len(self) / 1e9:.1f} GB: "
+                                  f"not cached, the detector runs at every pass (the head still decodes matched queries only)")
+                if self.keep: cache.append(fb)
+                yield fb, fb.targets
+            if self.keep: self.cache = cache                      # only a complete pass is kept
+        else:
+            for i in torch.randperm(len(self.cache), generator=self.generator).tolist():
+                yield self.cache[i], self.cache[i].targets
 
 # %% ../nbs/appendix/segmentation.ipynb #42215f96
 def masks_to_coco_results(predictions:dict, # image id -> {'scores' [n], 'labels' [n], 'masks' [n, 1, h, w] uint8}
@@ -524,7 +627,7 @@ def draw_masks(model:DETRsegm, # the segmentation model
             m = r['masks'][k, 0].bool()
             picture[m] = 0.45 * picture[m] + 0.55 * colors[int(r['labels'][k]) % len(colors)]
         axs[0, j].imshow(picture.numpy())
-        axs[0, j].set_title(f"{len(keep)} masks above {threshold}", fontsize=8)
+        axs[0, j].set_title(f"{len(keep)} mask{'' if len(keep) == 1 else 's'} above {threshold}", fontsize=8)
         best = int(r['scores'].argmax())
         axs[1, j].imshow(to_picture(img[:, :h, :w]).numpy())
         axs[1, j].imshow(kept['maps'][j, best].sum(0).cpu().numpy(), extent=(0, W0, H0, 0), alpha=0.6, cmap='viridis')
@@ -541,8 +644,8 @@ def segment(model:DETRsegm, # a segmentation model
             images, # a path, PIL image or [3, H, W] tensor in [0, 1], or a list of them
             threshold:float=0.7, # keep detections scoring above this
             mask_threshold:float=0.5, # a pixel is in the mask where sigmoid(logit) > this
-            class_names:list|None=None, # name per label; None: the label number
-            transform=None, # callable(image, target) -> (tensor, target); None: make_coco_transforms('val')
+            class_names:list|None=None, # name per label; None: the model's (from its checkpoint), else the label number
+            transform=None, # callable(image, target) -> (tensor, target); None: the checkpoint's evaluation size (else 800/1333)
            ) -> list:
     "Per image a list of {'box', 'label', 'name', 'score', 'mask' [h, w] bool}, best first."
     from annotated_detr.data import make_coco_transforms, coco_to_target
@@ -550,7 +653,10 @@ def segment(model:DETRsegm, # a segmentation model
     if not 0 <= threshold <= 1: raise ValueError(f"threshold must be in [0, 1], got {threshold}")
     if not isinstance(images, (list, tuple)): images = [images]
     pil_images = [_to_pil(im) for im in images]
-    transform = make_coco_transforms('val') if transform is None else transform
+    if transform is None:                                   # as 06's `detect`: the size the checkpoint was evaluated at
+        size, max_size = getattr(model, 'eval_size', None) or (800, 1333)
+        transform = make_coco_transforms('val', scales=[size], max_size=max_size)
+    if class_names is None: class_names = getattr(model, 'class_names', None)
     device, was_training = next(model.parameters()).device, model.training
     model.eval()
     results = []
@@ -658,3 +764,36 @@ def panoptic_view(model:DETRsegm, # a segmentation model
     fig.tight_layout()
     if path is not None: fig.savefig(path, dpi=80)
     return fig, results
+
+# %% ../nbs/appendix/segmentation.ipynb #6198ca2c
+from .shapes_model import SHAPES_DETR
+SHAPES_MASK_HEAD = SHAPES_DETR.with_name('shapes_mask_head.pth')  # the mask head trained on the shipped detector
+
+def pack_mask_head(model:DETRsegm, # a segmentation model whose head was trained
+                   dst:str|Path, # the file to write
+                   record:dict|None=None, # how it was trained (e.g. the benchmark's JSON line)
+                  ) -> dict:
+    "Write the mask head alone (`bbox_attention.*`, `mask_head.*`) in float16, with its training record."
+    head = {k: v.detach().half().clone() for k, v in model.state_dict().items() if not k.startswith('detr.')}
+    packed = {'mask_head': head, 'record': dict(record or {})}
+    Path(dst).parent.mkdir(parents=True, exist_ok=True)
+    torch.save(packed, dst)
+    return packed
+
+def shapes_segmentation(device:str|torch.device='cpu', # where to put the model
+                        head:str|Path|None=None, # a file of `pack_mask_head`; None: the one that ships
+                        detector:str|Path|None=None, # the detection checkpoint it was trained on; None: the shipped one
+                       ) -> DETRsegm:
+    "The shipped shapes DETR, frozen, with the mask head trained on it: eval mode, class names, evaluation size."
+    head, detector = Path(head or SHAPES_MASK_HEAD), Path(detector or SHAPES_DETR)
+    for f in (head, detector):
+        if not f.exists(): raise FileNotFoundError(f"{f} is missing: reinstall the package, or write it (appendix segmentation)")
+    model = segmentation_from_detector(detector, progress=False)
+    weights = torch.load(head, map_location='cpu', weights_only=True)
+    if not isinstance(weights, dict) or 'mask_head' not in weights:
+        raise ValueError(f"{head} holds no 'mask_head': write it with pack_mask_head")
+    sd = model.state_dict()
+    load_exactly(model, {**{k: v for k, v in sd.items() if k.startswith('detr.')},
+                         **{k: v.float() for k, v in weights['mask_head'].items()}}, f' (the mask head in {head.name})')
+    model.record = weights['record']
+    return model.to(device).eval()

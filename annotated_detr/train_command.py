@@ -27,7 +27,8 @@ __all__ = ['PRESETS', 'SPLIT_FLAGS', 'DEFAULT_SHAPES_PATH', 'OneLineParser', 'ge
            'log_tensorboard', 'split_files', 'data_root', 'check_labels', 'default_num_classes', 'dataset_report',
            'format_report', 'check_finite', 'apply_optimizer_flags', 'write_log', 'validate_args', 'main',
            'check_mask_args', 'check_segmentations', 'check_checkpoint_kind', 'build_segmentation_training',
-           'load_pretrained', 'make_segmentation_optimizer', 'evaluate_run', 'masks_text', 'free_port', 'cli']
+           'load_pretrained', 'make_segmentation_optimizer', 'evaluate_run', 'masks_text', 'frozen_cache_applies',
+           'free_port', 'cli']
 
 # %% ../nbs/appendix/train_command.ipynb #ed20b7b3
 PRESETS = {
@@ -664,6 +665,12 @@ def _main(args):
         if getattr(args, 'skip_bad_images', False): ds_train = SkipUnreadable(ds_train)
         dl_train, dl_val, sampler = make_loaders(ds_train, ds_val, args.batch_size, args.seed, args.num_workers,
                                                  collate_skipping if getattr(args, 'skip_bad_images', False) else collate_fn)
+    train_model, train_data = model_ddp, (None if args.eval else dl_train)
+    if not args.eval and frozen_cache_applies(args):   # a frozen detector on unaugmented images: run it once (appendix segmentation)
+        from annotated_detr.segmentation import CachedDetector, FrozenLoader
+        train_model, train_data = CachedDetector(model), FrozenLoader(model, criterion, dl_train, device, args.seed)
+        _log.info("--frozen_weights on unaugmented images: the detector's outputs are computed in the first epoch and reused, "
+                  "and the mask head decodes the matched queries only (appendix segmentation, 'Training faster')")
 
     last_good, history = 'no checkpoint has been written yet', []   # where the last good weights are; the log so far
     if args.resume:
@@ -698,7 +705,7 @@ def _main(args):
         start = time.time()
         deadline = None if budget is None else start + budget - trained
         drop_time = None if budget is None or args.lr_drop_time is None else start + args.lr_drop_time * budget - trained
-        train_stats = train_one_epoch(model_ddp, criterion, dl_train, optimizer, device, epoch, args.clip_max_norm, amp,
+        train_stats = train_one_epoch(train_model, criterion, train_data, optimizer, device, epoch, args.clip_max_norm, amp,
                                       warmup=warmup, deadline=deadline, drop_time=drop_time, last_good=last_good, scaler=scaler)
         lr_scheduler.step()
         trained += time.time() - start
@@ -852,6 +859,12 @@ def masks_text(stats:dict, # evaluation results
     "', mask AP 0.123, mask AP50 0.456' when `stats` has mask statistics, else ''."
     m = stats.get('coco_eval_masks') or stats.get('test_coco_eval_masks')
     return f", mask AP {m[0]:.3f}, mask AP50 {m[1]:.3f}" if m else ''
+
+def frozen_cache_applies(args:argparse.Namespace) -> bool:
+    "Whether the mask head can train on cached detector outputs: --masks --frozen_weights, no augmentation, one process."
+    return bool(getattr(args, 'masks', False) and getattr(args, 'frozen_weights', None) and not args.augment
+                and not getattr(args, 'distributed', False) and not getattr(args, 'skip_bad_images', False))
+
 
 # %% ../nbs/appendix/train_command.ipynb #c81713a3
 def free_port() -> int:

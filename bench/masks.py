@@ -1,5 +1,7 @@
 """The mask benchmark (issue 18): freeze a trained detector, train only its mask head on the generated shapes for a
-fixed wall-clock budget on the CPU, evaluate boxes and masks with COCOeval (each validation image alone by default:
+fixed wall-clock budget on the CPU (by default the frozen detector runs once over the training split and the head
+then trains on its cached outputs, decoding the matched queries only: `cache_detector`; `--no_cache` runs the whole
+model at every step), evaluate boxes and masks with COCOeval (each validation image alone by default:
 "per image", as `detect` sees it), print both tables and one JSON line.
 
     detr_train --preset quickstart --output_dir runs/quickstart        # the detector (10 CPU minutes)
@@ -32,7 +34,9 @@ def run():
     p.add_argument('--out', default=None, help='draw the first validation images with their masks into this png')
     p.add_argument('--panoptic_out', default=None, help="draw the first validation images' panoptic view (background as stuff) into this png")
     p.add_argument('--save_head', default=None, help='save the trained mask head (bbox_attention and mask_head weights) to this file')
+    p.add_argument('--pack', default=None, help="write the head in float16 with this run's JSON record (pack_mask_head), e.g. annotated_detr/assets/shapes_mask_head.pth")
     p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--no_cache', action='store_true', help='run the frozen detector at every step (the plain loop)')
     a = p.parse_args()
     import torch
     from torch.utils.data import DataLoader, Subset
@@ -43,7 +47,8 @@ def run():
     from annotated_detr.transformer import read_checkpoint
     from annotated_detr.train_command import DEFAULT_SHAPES_PATH, format_coco_stats
     from annotated_detr.segmentation import (segmentation_from_detector, build_segmentation_criterion, train_mask_head,
-                                             evaluate_masks, draw_masks, panoptic_view)
+                                             evaluate_masks, draw_masks, panoptic_view, cache_detector,
+                                             pack_mask_head)
     _, ckpt = read_checkpoint(a.detector, progress=False)
     targs = ckpt.get('args') if isinstance(ckpt.get('args'), dict) else {}
     if targs.get('dataset', 'shapes') != 'shapes': sys.exit(f"{a.detector} was trained on {targs['dataset']}, not the shapes")
@@ -66,9 +71,14 @@ def run():
     setup = time.time() - t0
     load_before = os.getloadavg()
     start, losses, epochs = time.time(), [], 0
-    deadline = start + 60 * a.minutes
+    deadline = start + 60 * a.minutes               # the budget includes the caching pass
+    data, cache_s = dl_train, 0.
+    if not a.no_cache:
+        data = cache_detector(model, criterion, dl_train); cache_s = time.time() - start
+    order = torch.Generator().manual_seed(a.seed + 1)
     while time.time() < deadline:
-        losses += train_mask_head(model, criterion, dl_train, optimizer, deadline=deadline)
+        if epochs and not a.no_cache: data = [data[i] for i in torch.randperm(len(data), generator=order).tolist()]
+        losses += train_mask_head(model, criterion, data, optimizer, deadline=deadline)
         epochs += 1
     train_s = time.time() - start
     t1 = time.time()
@@ -84,14 +94,18 @@ def run():
     if a.save_head:
         torch.save({k: v for k, v in model.state_dict().items() if not k.startswith('detr.')}, a.save_head)
     first, last = sum(losses[:20]) / max(len(losses[:20]), 1), sum(losses[-20:]) / max(len(losses[-20:]), 1)
-    print(json.dumps({'mask_AP': round(ev['coco_eval_masks'][0], 4), 'mask_AP50': round(ev['coco_eval_masks'][1], 4),
+    record = {'mask_AP': round(ev['coco_eval_masks'][0], 4), 'mask_AP50': round(ev['coco_eval_masks'][1], 4),
                       'box_AP50': round(ev['coco_eval_bbox'][1], 4), 'train_min': round(train_s / 60, 2),
-                      'steps': len(losses), 'epochs_started': epochs, 'loss_first20': round(first, 4),
+                      'steps': len(losses), 'epochs_started': epochs, 'cached': not a.no_cache, 'cache_s': round(cache_s, 1),
+                      'seed': a.seed, 'loss_first20': round(first, 4),
                       'loss_last20': round(last, 4), 'setup_s': round(setup, 1), 'eval_s': round(eval_s, 1),
                       'val_images': len(ds_val), 'eval_batch_size': a.eval_batch_size, 'threads': a.threads, 'lr': a.lr, 'batch_size': bs,
                       'load_avg_before': [round(x, 2) for x in load_before],
                       'load_avg_after': [round(x, 2) for x in os.getloadavg()], 'detector': str(a.detector),
-                      'figure': a.out, 'panoptic_figure': a.panoptic_out, 'head': a.save_head}))
+                      'figure': a.out, 'panoptic_figure': a.panoptic_out, 'head': a.save_head,
+                      'command': 'python bench/masks.py ' + ' '.join(sys.argv[1:])}
+    if a.pack: pack_mask_head(model, a.pack, record)
+    print(json.dumps(record))
 
 
 if __name__ == '__main__':
