@@ -21,14 +21,14 @@ from .train import (build_training, make_optimizer, train_one_epoch, evaluate, c
 
 # %% auto #0
 __all__ = ['PRESETS', 'SPLIT_FLAGS', 'DEFAULT_SHAPES_PATH', 'OneLineParser', 'get_args_parser', 'parse_args', 'init_distributed',
-           'seed_everything', 'epoch_seed', 'make_loaders', 'SkipUnreadable', 'Targets', 'collate_skipping',
-           'resume_warmup', 'plain_args', 'save_checkpoint', 'kept_checkpoint_name', 'load_training_checkpoint',
-           'inference_meta', 'read_log', 'plot_history', 'draw_predictions', 'format_coco_stats', 'tensorboard_writer',
-           'log_tensorboard', 'split_files', 'data_root', 'check_labels', 'default_num_classes', 'dataset_report',
-           'format_report', 'check_finite', 'apply_optimizer_flags', 'write_log', 'validate_args', 'main',
-           'check_mask_args', 'check_segmentations', 'check_checkpoint_kind', 'build_segmentation_training',
-           'load_pretrained', 'make_segmentation_optimizer', 'evaluate_run', 'masks_text', 'frozen_cache_applies',
-           'free_port', 'cli']
+           'seed_everything', 'epoch_seed', 'make_loaders', 'image_orientations', 'AspectBatchSampler',
+           'SkipUnreadable', 'Targets', 'collate_skipping', 'resume_warmup', 'plain_args', 'save_checkpoint',
+           'kept_checkpoint_name', 'load_training_checkpoint', 'inference_meta', 'read_log', 'plot_history',
+           'draw_predictions', 'format_coco_stats', 'tensorboard_writer', 'log_tensorboard', 'split_files', 'data_root',
+           'check_labels', 'default_num_classes', 'dataset_report', 'format_report', 'check_finite',
+           'apply_optimizer_flags', 'write_log', 'validate_args', 'main', 'check_mask_args', 'check_segmentations',
+           'check_checkpoint_kind', 'build_segmentation_training', 'load_pretrained', 'make_segmentation_optimizer',
+           'evaluate_run', 'masks_text', 'frozen_cache_applies', 'free_port', 'cli']
 
 # %% ../nbs/appendix/train_command.ipynb #ed20b7b3
 PRESETS = {
@@ -36,7 +36,8 @@ PRESETS = {
     'quickstart': dict(dataset='shapes', backbone='resnet18', backbone_norm='batch', last_stage=3, amp=True,
                        lr=2e-4, lr_backbone=2e-4, batch_size=8,
                        hidden_dim=128, nheads=4, enc_layers=2, dec_layers=4, dim_feedforward=256, dropout=0.0,
-                       num_queries=6, scales=[128], max_size=160, val_size=128, augment=False, num_workers=0, pad_invariant=True,
+                       num_queries=6, eos_coef=0.2, scales=[128], max_size=160, val_size=128, augment=False,
+                       group_aspect=True, num_workers=0, pad_invariant=True,
                        epochs=1000, lr_drop=1000, warmup_steps=100, time_budget=10.0, lr_drop_time=0.8),
     # The paper's recipe on COCO (§4), with ImageNet weights for the backbone.
     'coco': dict(dataset='coco', weights_backbone='IMAGENET1K_V1'),
@@ -106,6 +107,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument('--max_size', default=None, type=int, help='cap on the longer side')
     g.add_argument('--val_size', default=None, type=int, help='evaluation size of the shorter side')
     g.add_argument('--no_augment', dest='augment', action='store_false', help='train with the evaluation transform')
+    g.add_argument('--query_groups', default=1, type=int,
+                   help='G: train G groups of the N queries, each matched one-to-one; only the first is kept (appendix query_groups)')
+    g.add_argument('--group_aspect', action=argparse.BooleanOptionalAction, default=False,
+                   help='batch landscape and portrait images apart: less padding, faster steps (AspectBatchSampler)')
     g.add_argument('--weights_backbone', default=None,
                    help="ImageNet weights for the backbone (a torchvision name or a file); default: IMAGENET1K_V1 for COCO, "
                         "none for the shapes; 'none' starts from random weights")
@@ -197,6 +202,7 @@ def make_loaders(ds_train:Dataset, # training split, items (image [3, H, W], tar
                  seed:int=42, # shuffling seed (the sampler adds the epoch)
                  num_workers:int=0, # data-loading worker processes
                  train_collate=collate_fn, # how training items become a batch (`collate_skipping` with `SkipUnreadable`)
+                 group_aspect:bool=False, # batch landscape and portrait images apart (`AspectBatchSampler`)
                 ) -> tuple:
     "Training and validation `DataLoader`s over this process's share of each split, and the training sampler."
     world, rank = get_world_size(), get_rank()
@@ -205,11 +211,43 @@ def make_loaders(ds_train:Dataset, # training split, items (image [3, H, W], tar
         raise ValueError(f"the training split has {len(ds_train)} images, fewer than batch_size {batch_size} "
                          f"x {world} process(es): no complete batch")
     s_val = DistributedSampler(ds_val, num_replicas=world, rank=rank, shuffle=False)
-    dl_train = DataLoader(ds_train, batch_sampler=BatchSampler(s_train, batch_size, drop_last=True),
+    batches = (AspectBatchSampler(s_train, image_orientations(ds_train), batch_size) if group_aspect
+               else BatchSampler(s_train, batch_size, drop_last=True))
+    dl_train = DataLoader(ds_train, batch_sampler=batches,
                           collate_fn=train_collate, num_workers=num_workers)
     dl_val = DataLoader(ds_val, batch_size=batch_size, sampler=s_val, collate_fn=collate_fn,
                         num_workers=num_workers)
     return dl_train, dl_val, s_train
+
+# %% ../nbs/appendix/train_command.ipynb #f876ee6d
+def image_orientations(dataset:Dataset, # a CocoDetection (or a Subset of one, or one wrapped in `SkipUnreadable`)
+                      ) -> list:
+    "For each index of `dataset`, 0 if its image is at least as wide as it is high (landscape), else 1; from the annotations."
+    indices = list(range(len(dataset)))
+    while isinstance(dataset, torch.utils.data.Subset):
+        indices, dataset = [dataset.indices[i] for i in indices], dataset.dataset
+    imgs = dataset.coco.imgs
+    return [int(imgs[dataset.ids[i]]['width'] < imgs[dataset.ids[i]]['height']) for i in indices]
+
+class AspectBatchSampler(torch.utils.data.Sampler):
+    "Batches of `batch_size` indices drawn in `sampler`'s order, each of one orientation; leftovers form mixed batches."
+    def __init__(self, sampler, # e.g. a DistributedSampler (its set_epoch still reshuffles)
+                 groups:list, # an orientation per dataset index (`image_orientations`)
+                 batch_size:int):
+        self.sampler, self.groups, self.batch_size = sampler, groups, batch_size
+
+    def __iter__(self):
+        pending, drawn = {}, {}
+        for k, i in enumerate(self.sampler):
+            drawn[i] = k
+            batch = pending.setdefault(self.groups[i], [])
+            batch.append(i)
+            if len(batch) == self.batch_size: yield batch; pending[self.groups[i]] = []
+        left = sorted((i for b in pending.values() for i in b), key=drawn.get)   # in the order they were drawn
+        for k in range(len(left) // self.batch_size): yield left[k * self.batch_size:(k + 1) * self.batch_size]
+
+    def __len__(self): return len(self.sampler) // self.batch_size   # as BatchSampler(drop_last=True)
+
 
 # %% ../nbs/appendix/train_command.ipynb #28332cfd
 class SkipUnreadable(Dataset):
@@ -569,6 +607,8 @@ def validate_args(args:argparse.Namespace, # flags from `parse_args`
     need(args.num_queries >= 1, 'num_queries', 'must be at least 1')
     need(args.hidden_dim % args.nheads == 0, 'hidden_dim', f'must be divisible by --nheads {args.nheads}')
     need(args.dec_layers >= 1, 'dec_layers', 'must be at least 1')
+    need(getattr(args, 'query_groups', 1) >= 1, 'query_groups', 'must be at least 1')
+    need(getattr(args, 'query_groups', 1) == 1 or not getattr(args, 'masks', False), 'query_groups', 'trains a detector, not the mask head of --masks')
     need(0 <= args.dropout < 1, 'dropout', 'must be in [0, 1)')
     need(0 < args.eos_coef <= 1, 'eos_coef', 'must be in (0, 1]')
     need(args.num_workers >= 0, 'num_workers', 'must be >= 0')
@@ -650,12 +690,18 @@ def _main(args):
     model, criterion, postprocess = (build_segmentation_training if getattr(args, 'masks', False) else build_training)(args, num_classes)
     if args.pretrained: load_pretrained(args, model, num_classes)
     model.to(device); criterion.to(device)
-    model_ddp = model
+    model_ddp = grouped = None
+    if getattr(args, 'query_groups', 1) > 1:   # Group DETR's training (appendix query_groups): the checkpoint keeps the plain DETR
+        from annotated_detr.query_groups import QueryGroups, GroupedCriterion
+        model_ddp = grouped = QueryGroups(model, args.query_groups).to(device)
+        criterion = GroupedCriterion(criterion)
+    model_ddp = model_ddp or model
     if args.distributed:
-        model_ddp = DistributedDataParallel(model, device_ids=[args.gpu] if device.type == 'cuda' else None)
+        model_ddp = DistributedDataParallel(model_ddp, device_ids=[args.gpu] if device.type == 'cuda' else None)
     if args.compile: model_ddp = torch.compile(model_ddp)     # same parameters; checkpoints keep their keys
     n_parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
     optimizer = (make_segmentation_optimizer if getattr(args, 'masks', False) else make_optimizer)(model, args.lr, args.lr_backbone, args.weight_decay)
+    if grouped is not None: optimizer.param_groups[0]['params'].append(grouped.extra.weight)   # at the transformer's lr
     lr_scheduler = torch.optim.lr_scheduler.StepLR(optimizer, args.lr_drop)     # stepped per epoch, as the original
     warmup = warmup_schedule(optimizer, args.warmup_steps)                       # stepped per training step
     scaler = make_grad_scaler(device, amp)                                       # on only for fp16
@@ -664,7 +710,8 @@ def _main(args):
     else:
         if getattr(args, 'skip_bad_images', False): ds_train = SkipUnreadable(ds_train)
         dl_train, dl_val, sampler = make_loaders(ds_train, ds_val, args.batch_size, args.seed, args.num_workers,
-                                                 collate_skipping if getattr(args, 'skip_bad_images', False) else collate_fn)
+                                                 collate_skipping if getattr(args, 'skip_bad_images', False) else collate_fn,
+                                                 getattr(args, 'group_aspect', False))
     train_model, train_data = model_ddp, (None if args.eval else dl_train)
     if not args.eval and frozen_cache_applies(args):   # a frozen detector on unaugmented images: run it once (appendix segmentation)
         from annotated_detr.segmentation import CachedDetector, FrozenLoader
@@ -677,6 +724,11 @@ def _main(args):
         ckpt = load_training_checkpoint(args.resume)
         check_checkpoint_kind(args, ckpt['model'], 'resume')
         load_exactly(model, ckpt['model'], f" these flags build (--resume {args.resume}: use the flags of the run that wrote it)")
+        saved = ckpt.get('args') or {}                        # the original script saves an argparse.Namespace
+        groups = (vars(saved) if isinstance(saved, argparse.Namespace) else saved).get('query_groups', 1)
+        if groups != getattr(args, 'query_groups', 1) and not args.eval:
+            raise ValueError(f"--resume {args.resume} was trained with --query_groups {groups}: use the flags of the run that wrote it")
+        if grouped is not None and 'query_groups' in ckpt: grouped.extra.load_state_dict(ckpt['query_groups'])
         if not args.eval and all(k in ckpt for k in ('optimizer', 'lr_scheduler', 'epoch')):
             optimizer.load_state_dict(ckpt['optimizer'])
             lr_scheduler.load_state_dict(ckpt['lr_scheduler'])
@@ -725,6 +777,7 @@ def _main(args):
                      'lr_scheduler': lr_scheduler.state_dict(), 'epoch': epoch, 'args': plain_args(args),
                      'log': history + records, 'meta': inference_meta(ds_val, args)}
             if warmup is not None: state['lr_warmup'] = warmup.state_dict()
+            if grouped is not None: state['query_groups'] = grouped.extra.state_dict()
             if scaler.is_enabled(): state['scaler'] = scaler.state_dict()
             save_checkpoint(state, out/'checkpoint.pth')
             if extra := kept_checkpoint_name(epoch, args.lr_drop): save_checkpoint(state, out/extra)
