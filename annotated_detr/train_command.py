@@ -36,7 +36,7 @@ PRESETS = {
     'quickstart': dict(dataset='shapes', backbone='resnet18', backbone_norm='batch', last_stage=3, amp=True,
                        lr=2e-4, lr_backbone=2e-4, batch_size=8,
                        hidden_dim=128, nheads=4, enc_layers=2, dec_layers=4, dim_feedforward=256, dropout=0.0,
-                       num_queries=6, eos_coef=0.2, scales=[128], max_size=160, val_size=128, augment=False,
+                       num_queries=6, scales=[128], max_size=160, val_size=128, augment=False,
                        group_aspect=True, num_workers=0, pad_invariant=True,
                        epochs=1000, lr_drop=1000, warmup_steps=100, time_budget=10.0, lr_drop_time=0.8),
     # The paper's recipe on COCO (§4), with ImageNet weights for the backbone.
