@@ -42,6 +42,11 @@ class QueryGroups(nn.Module):
         if m.aux_loss: out['aux_outputs'] = [{'pred_logits': l, 'pred_boxes': b} for l, b in zip(logits[:-1], boxes[:-1])]
         return out
 
+    def add_to_optimizer(self, optimizer:torch.optim.Optimizer, # built over the DETR's parameters (07's `make_optimizer`)
+                        ) -> None:
+        "Train the extra queries in the optimizer's first group, at the transformer's learning rate."
+        optimizer.param_groups[0]['params'].append(self.extra.weight)
+
 class GroupedCriterion(nn.Module):
     "06's `SetCriterion` over G query groups: the B targets repeated G times, so each group is matched on its own."
     def __init__(self, criterion:nn.Module):

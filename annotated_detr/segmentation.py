@@ -15,7 +15,7 @@ from torch import nn, Tensor
 from torchvision.ops import sigmoid_focal_loss
 from PIL import Image
 from .transformer import DETR, to_nested, build_detr
-from .checkpoints import DETR_URL, read_checkpoint, load_exactly
+from .checkpoints import DETR_URL, read_checkpoint, load_exactly, with_inference_meta, config_from_checkpoint
 from .matcher_loss import SetCriterion, HungarianMatcher, PostProcess, fp32
 
 # %% auto #0
@@ -379,7 +379,6 @@ def segmentation_from_detector(path_or_url:str|Path, # a DETR detection checkpoi
                                **kwargs, # `build_detr` arguments the weights do not determine (nheads, dilation)
                               ) -> DETRsegm:
     "The segmentation model around a trained detector: the checkpoint's DETR loaded strictly and frozen, a fresh mask head."
-    from annotated_detr.checkpoints import config_from_checkpoint
     sd, ckpt = read_checkpoint(path_or_url, progress)
     if 'detr.class_embed.weight' in sd:
         raise ValueError(f"{Path(str(path_or_url)).name} already holds a segmentation model: use load_segmentation_checkpoint")
@@ -389,7 +388,6 @@ def segmentation_from_detector(path_or_url:str|Path, # a DETR detection checkpoi
 
 def _with_meta(model:DETRsegm, ckpt:dict) -> DETRsegm:
     "The checkpoint's class names and evaluation size, on the detector and on the model that `detect` is given."
-    from annotated_detr.checkpoints import with_inference_meta
     with_inference_meta(model.detr, ckpt)
     for name in ('class_names', 'eval_size'):
         if hasattr(model.detr, name): setattr(model, name, getattr(model.detr, name))
@@ -399,7 +397,6 @@ def segmentation_from_checkpoint(path_or_url:str|Path, # a segmentation checkpoi
                                  **kwargs, # `build_detr` arguments the weights do not determine (nheads, dilation)
                                 ) -> DETRsegm:
     "The segmentation model that fits a checkpoint, loaded strictly, with the checkpoint's class names and evaluation size."
-    from annotated_detr.checkpoints import config_from_checkpoint
     sd, ckpt = read_checkpoint(path_or_url, progress)
     if 'detr.class_embed.weight' not in sd:
         raise ValueError(f"{Path(str(path_or_url)).name} holds no mask head (a detection checkpoint): load it with "

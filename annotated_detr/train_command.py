@@ -690,18 +690,17 @@ def _main(args):
     model, criterion, postprocess = (build_segmentation_training if getattr(args, 'masks', False) else build_training)(args, num_classes)
     if args.pretrained: load_pretrained(args, model, num_classes)
     model.to(device); criterion.to(device)
-    model_ddp = grouped = None
+    grouped = None
     if getattr(args, 'query_groups', 1) > 1:   # Group DETR's training (appendix query_groups): the checkpoint keeps the plain DETR
         from annotated_detr.query_groups import QueryGroups, GroupedCriterion
-        model_ddp = grouped = QueryGroups(model, args.query_groups).to(device)
-        criterion = GroupedCriterion(criterion)
-    model_ddp = model_ddp or model
+        grouped, criterion = QueryGroups(model, args.query_groups).to(device), GroupedCriterion(criterion)
+    model_ddp = model if grouped is None else grouped
     if args.distributed:
         model_ddp = DistributedDataParallel(model_ddp, device_ids=[args.gpu] if device.type == 'cuda' else None)
     if args.compile: model_ddp = torch.compile(model_ddp)     # same parameters; checkpoints keep their keys
     n_parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
     optimizer = (make_segmentation_optimizer if getattr(args, 'masks', False) else make_optimizer)(model, args.lr, args.lr_backbone, args.weight_decay)
-    if grouped is not None: optimizer.param_groups[0]['params'].append(grouped.extra.weight)   # at the transformer's lr
+    if grouped is not None: grouped.add_to_optimizer(optimizer)
     lr_scheduler = torch.optim.lr_scheduler.StepLR(optimizer, args.lr_drop)     # stepped per epoch, as the original
     warmup = warmup_schedule(optimizer, args.warmup_steps)                       # stepped per training step
     scaler = make_grad_scaler(device, amp)                                       # on only for fp16

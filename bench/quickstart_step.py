@@ -38,7 +38,7 @@ def main():
         model = QueryGroups(model, groups).train()
         crit = GroupedCriterion(crit)
         opt = make_optimizer(model.detr, args.lr, args.lr_backbone, args.weight_decay)
-        opt.param_groups[0]['params'].append(model.extra.weight)
+        model.add_to_optimizer(opt)
         def run(batches):
             def step(x, t):
                 ld = crit(model(x), t)
