@@ -10,6 +10,7 @@ import torchvision
 from torch import nn, Tensor
 from torchvision.ops import FrozenBatchNorm2d
 from torchvision.models._utils import IntermediateLayerGetter
+from torchvision.models.resnet import BasicBlock
 from pathlib import Path
 from .nested_tensor import NestedTensor
 from .speed import fuse_frozen_bn
@@ -18,12 +19,13 @@ from .speed import fuse_frozen_bn
 __all__ = ['RESNETS', 'resnet_weights', 'resnet_state_dict', 'Backbone']
 
 # %% ../nbs/02_backbone.ipynb #746ca9c9
-RESNETS = {'resnet18': 512, 'resnet34': 512, 'resnet50': 2048, 'resnet101': 2048}  # name -> channels of layer4
+RESNETS = {'resnet10': 512, 'resnet18': 512, 'resnet34': 512, 'resnet50': 2048, 'resnet101': 2048}  # name -> channels of layer4
 
 def resnet_weights(name:str, # a key of `RESNETS`
                    weights:str, # a member of torchvision's weights enum for `name`, e.g. 'IMAGENET1K_V1'
                   ):
     "The torchvision weights enum member for `name`, e.g. `ResNet50_Weights.IMAGENET1K_V1` (no download)."
+    if name == 'resnet10': raise ValueError("resnet10 has no ImageNet weights: train it from random weights")
     enum = torchvision.models.get_model_weights(name)
     try: return enum[weights]
     except KeyError:
@@ -45,7 +47,7 @@ def resnet_state_dict(name:str, # a key of `RESNETS`
 class Backbone(nn.Module):
     "A torchvision ResNet with frozen batch norm; returns feature maps and their masks as `NestedTensor`s."
     def __init__(self,
-                 name:str='resnet50', # one of 'resnet18', 'resnet34', 'resnet50', 'resnet101'
+                 name:str='resnet50', # one of 'resnet10' (ours, below), 'resnet18', 'resnet34', 'resnet50', 'resnet101'
                  train_backbone:bool=True, # whether layer2..layer4 train (the stem and layer1 never do)
                  return_interm_layers:bool=False, # return layer1..layer4 as '0'..'3' instead of layer4 as '0'
                  dilation:bool=False, # DC5: dilate layer4 instead of striding it (output stride 16)
@@ -63,8 +65,9 @@ class Backbone(nn.Module):
         if last_stage not in (3, 4): raise ValueError(f"last_stage must be 3 or 4, got {last_stage!r}")
         if dilation and last_stage != 4: raise ValueError("dilation (DC5) changes layer4, which last_stage=3 does not build")
         norm_layer = FrozenBatchNorm2d if norm == 'frozen' else nn.BatchNorm2d
-        resnet = getattr(torchvision.models, name)(weights=None, norm_layer=norm_layer,
-                                                   replace_stride_with_dilation=[False, False, dilation])
+        if name == 'resnet10': resnet = torchvision.models.resnet.ResNet(BasicBlock, [1, 1, 1, 1], norm_layer=norm_layer)
+        else: resnet = getattr(torchvision.models, name)(weights=None, norm_layer=norm_layer,
+                                                         replace_stride_with_dilation=[False, False, dilation])
         if weights is not None: resnet.load_state_dict(resnet_state_dict(name, weights))
         trained = ('layer2', 'layer3', 'layer4') if norm == 'frozen' else ('',)   # 'batch': every parameter
         for pname, p in resnet.named_parameters():

@@ -55,7 +55,7 @@ def cached_download(url:str, # an http(s):// or file:// URL
 
 # %% ../nbs/appendix/checkpoints.ipynb #52f2f178
 RESNET_DEPTH = {(True, 6): 'resnet50', (True, 23): 'resnet101', (True, 36): 'resnet152',
-                (False, 2): 'resnet18', (False, 6): 'resnet34'}  # (bottleneck blocks?, blocks in layer3) -> name
+                (False, 1): 'resnet10', (False, 2): 'resnet18', (False, 6): 'resnet34'}  # (bottleneck blocks?, blocks in layer3) -> name
 
 def config_from_state_dict(sd:dict, # a DETR state dict
                           ) -> dict:

@@ -120,8 +120,9 @@ def draw_detections(image, # a path, PIL image or [3, H, W] tensor in [0, 1]
         if tuple(d['masks'].shape[-2:]) != (img.height, img.width):
             raise ValueError(f"masks of size {tuple(d['masks'].shape[-2:])} do not fit the {img.height}x{img.width} image")
         drawn = draw_segmentation_masks(drawn, d['masks'].detach().cpu().bool(), alpha=0.5, colors=colors)
-    drawn = draw_bounding_boxes(drawn, d['boxes'].detach().cpu().reshape(-1, 4), labels=texts, colors=colors,
-                                width=max(2, round(min(img.size) / 200)))
+    if len(texts):                                                    # (torchvision warns when given no box)
+        drawn = draw_bounding_boxes(drawn, d['boxes'].detach().cpu().reshape(-1, 4), labels=texts, colors=colors,
+                                    width=max(2, round(min(img.size) / 200)))
     out = to_pil_image(drawn)
     if path is not None: out.save(path)
     return out

@@ -38,7 +38,7 @@ class Joiner(nn.Sequential):
         return feats, pos
 
 # %% ../nbs/04_joiner.ipynb #e054057d
-def build_backbone(backbone:str='resnet50', # 'resnet18', 'resnet34', 'resnet50' or 'resnet101'
+def build_backbone(backbone:str='resnet50', # a key of `RESNETS` (02_backbone), e.g. 'resnet18'
                    dilation:bool=False, # DC5: dilate the last stage (stride 16)
                    position_embedding:str='sine', # 'sine'/'v2' or 'learned'/'v3'
                    hidden_dim:int=256, # d: channels of the positional encoding

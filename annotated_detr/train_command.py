@@ -62,7 +62,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument('--lr_drop', default=200, type=int, help='divide the learning rate by 10 after this many epochs')
     g.add_argument('--clip_max_norm', default=0.1, type=float, help='gradient clipping max norm (0: off)')
     g = p.add_argument_group('model')
-    g.add_argument('--backbone', default='resnet50', type=str, help='resnet18, resnet34, resnet50 or resnet101')
+    g.add_argument('--backbone', default='resnet50', type=str, help='resnet50, resnet101, resnet34, resnet18, or resnet10 (02_backbone: no ImageNet weights)')
     g.add_argument('--dilation', action='store_true', help='DC5: dilate the last stage (stride 16)')
     g.add_argument('--position_embedding', default='sine', choices=('sine', 'learned'))
     g.add_argument('--enc_layers', default=6, type=int)
