@@ -8,7 +8,7 @@ batches are eight landscape or eight portrait images (128 x 160 or 160 x 128), a
 Each configuration runs 2 warm-up and 10 timed steps, twice, alternating, on 2 threads (`--threads`).
 This is a benchmark, not a test: nbdev_test does not run it.
 """
-import argparse, time, itertools
+import argparse, time
 import torch
 
 
