@@ -22,13 +22,13 @@ from .train import (build_training, make_optimizer, train_one_epoch, evaluate, c
 # %% auto #0
 __all__ = ['PRESETS', 'SPLIT_FLAGS', 'DEFAULT_SHAPES_PATH', 'OneLineParser', 'get_args_parser', 'parse_args', 'init_distributed',
            'seed_everything', 'epoch_seed', 'make_loaders', 'image_orientations', 'AspectBatchSampler',
-           'SkipUnreadable', 'Targets', 'collate_skipping', 'resume_warmup', 'plain_args', 'save_checkpoint',
-           'kept_checkpoint_name', 'load_training_checkpoint', 'inference_meta', 'read_log', 'plot_history',
-           'draw_predictions', 'format_coco_stats', 'tensorboard_writer', 'log_tensorboard', 'split_files', 'data_root',
-           'check_labels', 'default_num_classes', 'dataset_report', 'format_report', 'check_finite',
-           'apply_optimizer_flags', 'write_log', 'validate_args', 'main', 'check_mask_args', 'check_segmentations',
-           'check_checkpoint_kind', 'build_segmentation_training', 'load_pretrained', 'make_segmentation_optimizer',
-           'evaluate_run', 'masks_text', 'frozen_cache_applies', 'free_port', 'cli']
+           'SkipUnreadable', 'Targets', 'collate_skipping', 'resume_warmup', 'no_object_weight_after_drop',
+           'plain_args', 'save_checkpoint', 'kept_checkpoint_name', 'load_training_checkpoint', 'inference_meta',
+           'read_log', 'plot_history', 'draw_predictions', 'format_coco_stats', 'tensorboard_writer', 'log_tensorboard',
+           'split_files', 'data_root', 'check_labels', 'default_num_classes', 'dataset_report', 'format_report',
+           'check_finite', 'apply_optimizer_flags', 'write_log', 'validate_args', 'main', 'check_mask_args',
+           'check_segmentations', 'check_checkpoint_kind', 'build_segmentation_training', 'load_pretrained',
+           'make_segmentation_optimizer', 'evaluate_run', 'masks_text', 'frozen_cache_applies', 'free_port', 'cli']
 
 # %% ../nbs/appendix/train_command.ipynb #ed20b7b3
 PRESETS = {
@@ -38,7 +38,8 @@ PRESETS = {
                        hidden_dim=128, nheads=4, enc_layers=2, dec_layers=4, dim_feedforward=256, dropout=0.0,
                        num_queries=6, scales=[128], max_size=160, val_size=128, augment=False,
                        group_aspect=True, num_workers=0, pad_invariant=True,
-                       epochs=1000, lr_drop=1000, warmup_steps=100, time_budget=10.0, lr_drop_time=0.8),
+                       epochs=1000, lr_drop=1000, warmup_steps=100, time_budget=10.0, lr_drop_time=0.8,
+                       eos_coef_after_drop=1.0),
     # The paper's recipe on COCO (§4), with ImageNet weights for the backbone.
     'coco': dict(dataset='coco', weights_backbone='IMAGENET1K_V1'),
 }
@@ -127,6 +128,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument('--warmup_steps', default=0, type=int, help='linear learning-rate warm-up over this many steps')
     g.add_argument('--time_budget', default=None, type=float, help='stop training after this many minutes')
     g.add_argument('--lr_drop_time', default=None, type=float, help='with --time_budget: divide the learning rate by 10 after this fraction of it')
+    g.add_argument('--eos_coef_after_drop', default=None, type=float,
+                   help='weight of the "no object" class from the first learning-rate drop on (default: --eos_coef throughout)')
     g.add_argument('--tensorboard', action='store_true', help='also log to TensorBoard, in --output_dir (needs the tensorboard package)')
     g.add_argument('--eval_every', default=1, type=int, help='evaluate every this many epochs (and after the last)')
     g.add_argument('--skip_bad_images', action='store_true',
@@ -281,6 +284,24 @@ def resume_warmup(warmup:torch.optim.lr_scheduler.LinearLR, # from `warmup_sched
     for g in warmup.optimizer.param_groups: g['lr'] *= min(1., (done + 1) / (warmup.total_iters + 1))
     warmup.last_epoch = done
 
+# %% ../nbs/appendix/train_command.ipynb #424ddc05
+def no_object_weight_after_drop(criterion:nn.Module, # SetCriterion, or a module holding one (GroupedCriterion)
+                                optimizer:torch.optim.Optimizer, # the optimizer whose rates `_timed_drop` divides
+                                lr_scheduler:torch.optim.lr_scheduler.StepLR, # the epoch drop (--lr_drop)
+                                eos_coef:float, # the weight of "no object" from the first drop on
+                               ) -> torch.utils.hooks.RemovableHandle:
+    "From the first learning-rate drop on (by epoch or by time), weigh the 'no object' class by `eos_coef`."
+    def before_loss(module, inputs):
+        if not (optimizer.param_groups[0].get('time_dropped') or lr_scheduler.last_epoch >= lr_scheduler.step_size): return
+        for m in module.modules():
+            weight = getattr(m, 'empty_weight', None)
+            if isinstance(weight, torch.Tensor) and weight[-1] != eos_coef:
+                weight[-1] = eos_coef
+                if is_main_process(): logging.getLogger(__name__).info(
+                    f'the learning rate has dropped: "no object" now weighs {eos_coef} (--eos_coef_after_drop)')
+    return criterion.register_forward_pre_hook(before_loss)
+
+
 # %% ../nbs/appendix/train_command.ipynb #67079b12
 def plain_args(args:argparse.Namespace, # the run's flags
               ) -> dict:
@@ -411,7 +432,7 @@ def draw_predictions(model:nn.Module, # a DETR (not wrapped in DDP)
             ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec=c, lw=2.5))
             ax.text(x0, y0, f"{names.get(l, l)} {s:.2f}", color='white', fontsize=9, va='bottom',
                     bbox=dict(fc=c, ec='none', pad=0.5, alpha=0.8))
-        ax.set_title(f"image {int(t['image_id'])}: {int(keep.sum())} found, {len(t['boxes'])} true", fontsize=10)
+        ax.set_title(f"image {int(t['image_id'])}: {int(keep.sum())} predicted, {len(t['boxes'])} true", fontsize=10)
         ax.axis('off')
     fig.suptitle('dashed white: ground truth    solid, labelled: predictions scoring at least '
                  f'{threshold:g}', fontsize=10)
@@ -611,6 +632,7 @@ def validate_args(args:argparse.Namespace, # flags from `parse_args`
     need(getattr(args, 'query_groups', 1) == 1 or not getattr(args, 'masks', False), 'query_groups', 'trains a detector, not the mask head of --masks')
     need(0 <= args.dropout < 1, 'dropout', 'must be in [0, 1)')
     need(0 < args.eos_coef <= 1, 'eos_coef', 'must be in (0, 1]')
+    need(getattr(args, 'eos_coef_after_drop', None) is None or 0 < args.eos_coef_after_drop <= 1, 'eos_coef_after_drop', 'must be in (0, 1]')
     need(args.num_workers >= 0, 'num_workers', 'must be >= 0')
     need(args.eval_every >= 0, 'eval_every', 'must be >= 0')
     need(args.warmup_steps >= 0, 'warmup_steps', 'must be >= 0')
@@ -703,6 +725,8 @@ def _main(args):
     if grouped is not None: grouped.add_to_optimizer(optimizer)
     lr_scheduler = torch.optim.lr_scheduler.StepLR(optimizer, args.lr_drop)     # stepped per epoch, as the original
     warmup = warmup_schedule(optimizer, args.warmup_steps)                       # stepped per training step
+    if getattr(args, 'eos_coef_after_drop', None) is not None:
+        no_object_weight_after_drop(criterion, optimizer, lr_scheduler, args.eos_coef_after_drop)
     scaler = make_grad_scaler(device, amp)                                       # on only for fp16
     if args.eval:
         dl_val = make_loaders(ds_val, ds_val, 1, args.seed, args.num_workers)[1]

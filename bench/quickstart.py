@@ -60,8 +60,10 @@ def run():
     ckpt = torch.load(checkpoint, map_location='cpu', weights_only=True)
     args = argparse.Namespace(**{**ckpt['args'], 'eval': True})
     log = ckpt.get('log', [])
-    # the last epoch may be cut by the budget; a resumed run restarts 'train_time', so sum the epochs' own times
-    epochs = len(log)
+    # the last epoch may be cut by the budget: count it by its steps; a resumed run restarts 'train_time', so sum
+    # the epochs' own times
+    full = max((r.get('train_steps', 0) for r in log), default=0)
+    epochs = (sum(r['train_steps'] for r in log) / full if full and all('train_steps' in r for r in log) else len(log))
     train_s = (sum(r['epoch_time'] for r in log) if log and all('epoch_time' in r for r in log)
                else (log[-1].get('train_time', 0) if log else 0))
     evaluated = [r for r in log if 'test_coco_eval_bbox' in r]
@@ -77,7 +79,7 @@ def run():
         rows = set_prediction_report(model, ds, batch_size=1)
         batched = set_prediction_report(model, ds, batch_size=8)[-1]
     last = rows[-1]
-    print(f"\ncheckpoint {checkpoint}: {epochs} epochs, {train_s / max(epochs, 1):.1f} s per epoch, "
+    print(f"\ncheckpoint {checkpoint}: {epochs:.1f} epochs, {train_s / max(epochs, 1):.1f} s per epoch, "
           f"{train_s / 60:.1f} min of training; pad_invariant={getattr(model.backbone[0], 'pad_invariant', False)}")
     print(f"AP / AP50 printed by training (batches of {args.batch_size}): {printed[0]:.3f} / {printed[1]:.3f}")
     print(f"AP / AP50 of detr_train --eval:                 {ev[0]:.3f} / {ev[1]:.3f}")
@@ -90,7 +92,7 @@ def run():
                       'eval': [round(float(x), 4) for x in ev], 'detect': [round(float(x), 4) for x in det],
                       'batched8': [round(batched['AP'], 4), round(batched['AP50'], 4)],
                       'duplicates': round(last['duplicates'], 4), 'nms_gain_last': round(last['nms_gain'], 4),
-                      'nms_gain_first': round(rows[0]['nms_gain'], 4), 'epochs': epochs,
+                      'nms_gain_first': round(rows[0]['nms_gain'], 4), 'epochs': round(epochs, 2),
                       's_per_epoch': round(train_s / max(epochs, 1), 1), 'threads': known.threads,
                       'load_avg_before': [round(x, 2) for x in load_before],
                       'load_avg_after': [round(x, 2) for x in os.getloadavg()], 'checkpoint': str(checkpoint),
