@@ -291,14 +291,14 @@ def no_object_weight_after_drop(criterion:nn.Module, # SetCriterion, or a module
                                 eos_coef:float, # the weight of "no object" from the first drop on
                                ) -> torch.utils.hooks.RemovableHandle:
     "From the first learning-rate drop on (by epoch or by time), weigh the 'no object' class by `eos_coef`."
+    done = []                          # set once: a float32 weight of e.g. 0.3 never equals the float 0.3
     def before_loss(module, inputs):
-        if not (optimizer.param_groups[0].get('time_dropped') or lr_scheduler.last_epoch >= lr_scheduler.step_size): return
+        if done or not (optimizer.param_groups[0].get('time_dropped') or lr_scheduler.last_epoch >= lr_scheduler.step_size): return
         for m in module.modules():
-            weight = getattr(m, 'empty_weight', None)
-            if isinstance(weight, torch.Tensor) and weight[-1] != eos_coef:
-                weight[-1] = eos_coef
-                if is_main_process(): logging.getLogger(__name__).info(
-                    f'the learning rate has dropped: "no object" now weighs {eos_coef} (--eos_coef_after_drop)')
+            if isinstance(getattr(m, 'empty_weight', None), torch.Tensor): m.empty_weight[-1] = eos_coef
+        done.append(True)
+        if is_main_process(): logging.getLogger(__name__).info(
+            f'the learning rate has dropped: "no object" now weighs {eos_coef} (--eos_coef_after_drop)')
     return criterion.register_forward_pre_hook(before_loss)
 
 
