@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from annotated_detr.shapes import _box_iou_np as iou, _cover as cover   # box geometry only; the drawing is ours
+
 CATEGORIES = [{'id': 1, 'name': 'ellipse', 'supercategory': 'shape'}, {'id': 2, 'name': 'rectangle', 'supercategory': 'shape'},
               {'id': 3, 'name': 'triangle', 'supercategory': 'shape'}]
 VARIANTS = {'small': dict(sides=(96, 144)), 'large': dict(sides=(320, 480)), 'wide': dict(heights=(120, 200), aspect=2.0)}
@@ -71,18 +73,6 @@ def draw_image(rng, w, h):
         pen.polygon([tuple(p) for p in poly], fill=tuple(int(v) for v in colour))
         objects.append((cat, poly)); boxes.append(box)
     return canvas, objects
-
-
-def iou(a, b):
-    "IoU of two xyxy boxes."
-    iw, ih = max(0., min(a[2], b[2]) - max(a[0], b[0])), max(0., min(a[3], b[3]) - max(a[1], b[1]))
-    return iw * ih / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - iw * ih)
-
-
-def cover(a, b):
-    "Intersection of two xyxy boxes over the smaller one's area (1 when one holds the other)."
-    iw, ih = max(0., min(a[2], b[2]) - max(a[0], b[0])), max(0., min(a[3], b[3]) - max(a[1], b[1]))
-    return iw * ih / min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
 
 
 def write_split(root, split, rng, n, first_id, sides=None, heights=None, aspect=None):
