@@ -10,7 +10,7 @@ remaining arguments. (One block per ResNet stage, also measured there, is a flag
   norms still normalize with the batch's statistics); less backward work per step.
 --linear_decay: after the warm-up, the learning rates fall linearly with the training time spent, to 0 at the end of
   --minutes, instead of the preset's division by 10 at 80 % of it ('budgeted training').
---aux_weight W: the losses of decoder layers 1 .. L-1 (the auxiliary outputs, paper appendix A.2) count W times
+--aux_weight W: the losses of decoder layers 1 .. L-1 (the auxiliary decoding losses, paper §3.2) count W times
   their usual weight in the total; the last layer's are unchanged. W = 0 trains the heads on the last layer alone
   (the earlier layers still predict, so the per-layer report works). The printed training loss is this total.
 This is a benchmark, not a test: nbdev_test does not run it.
