@@ -16,10 +16,26 @@ from .nested_tensor import NestedTensor
 from .speed import fuse_frozen_bn
 
 # %% auto #0
-__all__ = ['RESNETS', 'resnet_weights', 'resnet_state_dict', 'Backbone']
+__all__ = ['RESNETS', 'BASIC_LAYERS', 'basic_resnet', 'resnet_weights', 'resnet_state_dict', 'Backbone']
 
 # %% ../nbs/02_backbone.ipynb #746ca9c9
 RESNETS = {'resnet10': 512, 'resnet18': 512, 'resnet34': 512, 'resnet50': 2048, 'resnet101': 2048}  # name -> channels of layer4
+BASIC_LAYERS = {'resnet10': [1, 1, 1, 1], 'resnet18': [2, 2, 2, 2], 'resnet34': [3, 4, 6, 3]}  # BasicBlocks per stage
+
+def basic_resnet(name:str, # a key of `BASIC_LAYERS`
+                 width:float=1.0, # channels times `width`: ResNet-18 at 0.5 has 32, 32, 64, 128, 256 (stem, layer1..4)
+                 norm_layer=nn.BatchNorm2d,
+                ) -> torchvision.models.ResNet:
+    "torchvision's `ResNet` of `BasicBlock`s with every channel count scaled by `width` (random weights)."
+    resnet = torchvision.models.resnet.ResNet(BasicBlock, BASIC_LAYERS[name], norm_layer=norm_layer)
+    if width == 1: return resnet
+    c = [round(64 * width) * 2 ** i for i in range(4)]
+    resnet.conv1, resnet.bn1 = nn.Conv2d(3, c[0], 7, 2, 3, bias=False), norm_layer(c[0])
+    resnet.inplanes = c[0]                   # torchvision's _make_layer reads and advances it, stage by stage
+    for i, n in enumerate(BASIC_LAYERS[name]): setattr(resnet, f'layer{i + 1}', resnet._make_layer(BasicBlock, c[i], n, stride=min(i, 1) + 1))
+    for m in resnet.modules():               # the initialization torchvision's ResNet gives its convolutions
+        if isinstance(m, nn.Conv2d): nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
+    return resnet
 
 def resnet_weights(name:str, # a key of `RESNETS`
                    weights:str, # a member of torchvision's weights enum for `name`, e.g. 'IMAGENET1K_V1'
@@ -56,6 +72,7 @@ class Backbone(nn.Module):
                  channels_last:bool=True, # run the ResNet in channels-last memory layout (same outputs, faster on CPU)
                  norm:str='frozen', # 'frozen' (the paper's) or 'batch': trainable BatchNorm2d and every stage trains, for training from scratch
                  last_stage:int=4, # 4: read layer4 (stride 32, the paper's); 3: stop after layer3 (stride 16, half the channels)
+                 width:float=1.0, # < 1: a ResNet-10/18/34 with that share of the channels, random weights (below)
                 ):
         super().__init__()
         if name not in RESNETS: raise ValueError(f"unknown backbone {name!r}; expected one of {list(RESNETS)}")
@@ -64,8 +81,10 @@ class Backbone(nn.Module):
         if norm not in ('frozen', 'batch'): raise ValueError(f"norm must be 'frozen' or 'batch', got {norm!r}")
         if last_stage not in (3, 4): raise ValueError(f"last_stage must be 3 or 4, got {last_stage!r}")
         if dilation and last_stage != 4: raise ValueError("dilation (DC5) changes layer4, which last_stage=3 does not build")
+        if width != 1 and (name not in BASIC_LAYERS or weights is not None or not 0 < width < 1 or 64 * width % 1):
+            raise ValueError(f"width={width}: needs resnet10/18/34, random weights, 0 < width < 1, whole channels")
         norm_layer = FrozenBatchNorm2d if norm == 'frozen' else nn.BatchNorm2d
-        if name == 'resnet10': resnet = torchvision.models.resnet.ResNet(BasicBlock, [1, 1, 1, 1], norm_layer=norm_layer)
+        if name == 'resnet10' or width != 1: resnet = basic_resnet(name, width, norm_layer)   # defined above, hidden
         else: resnet = getattr(torchvision.models, name)(weights=None, norm_layer=norm_layer,
                                                          replace_stride_with_dilation=[False, False, dilation])
         if weights is not None: resnet.load_state_dict(resnet_state_dict(name, weights))
@@ -78,7 +97,7 @@ class Backbone(nn.Module):
         self.body = IntermediateLayerGetter(resnet, return_layers={s: str(i) for i, s in enumerate(stages)})
         self.channels_last = channels_last
         if channels_last: self.body.to(memory_format=torch.channels_last)
-        self.num_channels = RESNETS[name] // 2 ** (4 - last_stage)
+        self.num_channels = round(RESNETS[name] * width) // 2 ** (4 - last_stage)
 
     def forward(self, samples:NestedTensor) -> dict[str, NestedTensor]:
         "Feature maps `[B, C, H, W]` with their masks `[B, H, W]` (True = padding), keyed '0', '1', ..."

@@ -68,13 +68,15 @@ def config_from_state_dict(sd:dict, # a DETR state dict
     if key not in RESNET_DEPTH: raise ValueError(f"unknown backbone in state dict (bottleneck, layer3 blocks) = {key}")
     num_queries, hidden_dim = sd['query_embed.weight'].shape
     enc, dec = count('transformer.encoder.layers.'), count('transformer.decoder.layers.')
+    width = sd[f'{body}conv1.weight'].shape[0] / 64           # 02_backbone's `width`: 64 stem channels at 1
     return dict(num_classes=sd['class_embed.weight'].shape[0] - 1, backbone=RESNET_DEPTH[key],
                 position_embedding='learned' if 'backbone.1.row_embed.weight' in sd else 'sine',
                 hidden_dim=hidden_dim, enc_layers=enc, dec_layers=dec,
                 dim_feedforward=sd['transformer.decoder.layers.0.linear1.weight'].shape[0],
                 num_queries=num_queries, pre_norm='transformer.encoder.norm.weight' in sd,
                 backbone_norm='batch' if f'{body}bn1.num_batches_tracked' in sd else 'frozen',
-                last_stage=4 if any(k.startswith(f'{body}layer4.') for k in sd) else 3)
+                last_stage=4 if any(k.startswith(f'{body}layer4.') for k in sd) else 3,
+                **({'backbone_width': width} if width != 1 else {}))
 
 def read_checkpoint(path_or_url:str|Path, # local path, file:// or http(s):// URL
                     progress:bool=True,
@@ -156,7 +158,9 @@ def load_checkpoint(path_or_url:str|Path, # local path, file:// or http(s):// UR
     if K == ckpt_classes:
         load_exactly(model, sd)
         return with_inference_meta(model, ckpt)
-    missing, unexpected = model.load_state_dict({k: v for k, v in sd.items() if not k.startswith('class_embed.')}, strict=False)
+    try: missing, unexpected = model.load_state_dict({k: v for k, v in sd.items() if not k.startswith('class_embed.')}, strict=False)
+    except RuntimeError as e:   # shapes differ: PyTorch's message lists every tensor over many lines
+        raise ValueError(f"checkpoint does not fit the model: {' '.join(str(e).split())[:300]}") from None
     if sorted(missing) != ['class_embed.bias', 'class_embed.weight'] or unexpected:
         raise ValueError(f"checkpoint does not fit the model: missing {missing}, unexpected {unexpected}")
     warnings.warn(f"the checkpoint has {ckpt_classes} classes and the model {K}: loaded every weight except "

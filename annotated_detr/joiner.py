@@ -47,8 +47,9 @@ def build_backbone(backbone:str='resnet50', # a key of `RESNETS` (02_backbone), 
                    weights:str|Path|None=None, # None, a torchvision weights name, or a state-dict path
                    norm:str='frozen', # 'frozen' (the paper's) or 'batch' (trainable, for training from scratch)
                    last_stage:int=4, # 4: layer4, stride 32 (the paper's); 3: stop after layer3, stride 16 (02_backbone)
+                   width:float=1.0, # < 1: narrower (02_backbone)
                   ) -> Joiner:
     "The backbone of DETR: a ResNet and a positional encoding joined under checkpoint-compatible names."
     body = Backbone(backbone, train_backbone=lr_backbone > 0, return_interm_layers=return_interm_layers,
-                    dilation=dilation, weights=weights, norm=norm, last_stage=last_stage)
+                    dilation=dilation, weights=weights, norm=norm, last_stage=last_stage, width=width)
     return Joiner(body, build_position_encoding(hidden_dim, position_embedding))

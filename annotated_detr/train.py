@@ -33,6 +33,7 @@ def build_training(args:argparse.Namespace, # flags from `parse_args`
                        dropout=args.dropout, num_queries=args.num_queries, pre_norm=args.pre_norm,
                        aux_loss=args.aux_loss, lr_backbone=args.lr_backbone, weights_backbone=args.weights_backbone,
                        backbone_norm=getattr(args, 'backbone_norm', 'frozen'), last_stage=getattr(args, 'last_stage', 4),
+                       backbone_width=getattr(args, 'backbone_width', 1.0),
                        pad_invariant=getattr(args, 'pad_invariant', False), masks=getattr(args, 'masks', False))
     criterion = build_criterion(num_classes=num_classes, set_cost_class=args.set_cost_class,
                                 set_cost_bbox=args.set_cost_bbox, set_cost_giou=args.set_cost_giou,

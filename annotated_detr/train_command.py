@@ -33,7 +33,7 @@ __all__ = ['PRESETS', 'SPLIT_FLAGS', 'DEFAULT_SHAPES_PATH', 'OneLineParser', 'ge
 # %% ../nbs/appendix/train_command.ipynb #ed20b7b3
 PRESETS = {
     # Trains a small DETR from scratch on the generated shapes on a CPU for 10 minutes (see 'The quick start').
-    'quickstart': dict(dataset='shapes', backbone='resnet18', backbone_norm='batch', last_stage=3, amp=True,
+    'quickstart': dict(dataset='shapes', backbone='resnet18', backbone_width=0.5, backbone_norm='batch', last_stage=3, amp=True,
                        lr=2e-4, lr_backbone=2e-4, batch_size=8,
                        hidden_dim=128, nheads=4, enc_layers=2, dec_layers=4, dim_feedforward=256, dropout=0.0,
                        num_queries=6, scales=[128], max_size=160, val_size=128, augment=False,
@@ -114,11 +114,13 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help='batch landscape and portrait images apart: less padding, faster steps (AspectBatchSampler)')
     g.add_argument('--weights_backbone', default=None,
                    help="ImageNet weights for the backbone (a torchvision name or a file); default: IMAGENET1K_V1 for COCO, "
-                        "none for the shapes; 'none' starts from random weights")
+                        "none for the shapes and for ResNets without them (resnet10, --backbone_width < 1); 'none' starts from random weights")
     g.add_argument('--backbone_norm', default='frozen', choices=('frozen', 'batch'),
                    help="'frozen': the paper's frozen batch norm; 'batch': trainable, every stage trains (from scratch)")
     g.add_argument('--last_stage', default=4, type=int, choices=(3, 4),
                    help='4: the ResNet up to layer4, stride 32 (the paper); 3: stop after layer3, stride 16 (small images)')
+    g.add_argument('--backbone_width', default=1.0, type=float,
+                   help='< 1: resnet10/18/34 with that share of the channels, from random weights (02_backbone)')
     g.add_argument('--pretrained', default=None, help='fine-tune from this DETR checkpoint (path or URL)')
     g.add_argument('--amp', action='store_true', help='autocast to --amp_dtype (bf16: CUDA and CPUs with native bf16; fp16: CUDA)')
     g.add_argument('--amp_dtype', default='bf16', choices=('bf16', 'fp16'),
@@ -161,9 +163,12 @@ def parse_args(argv:list|None=None, # command-line words; None reads sys.argv
     files = any(getattr(args, f) for f in SPLIT_FLAGS)
     if files and 'dataset' not in args.given_flags: args.dataset = 'coco'      # annotation files: a COCO-format dataset
     # the original script's meaning: --coco_path alone means COCO, and a COCO run starts from ImageNet weights
-    # (unless a whole DETR is loaded with --pretrained, whose backbone replaces them anyway)
+    # (unless a whole DETR is loaded with --pretrained, whose backbone replaces them anyway, or the ResNet has none:
+    # resnet10 and narrower ones, such as the quick start's, train from random weights on any data)
     if args.dataset is None: args.dataset = 'coco' if args.coco_path else 'shapes'
-    if args.weights_backbone is None and args.dataset == 'coco' and not args.pretrained: args.weights_backbone = 'IMAGENET1K_V1'
+    imagenet = args.backbone != 'resnet10' and args.backbone_width == 1
+    if args.weights_backbone is None and args.dataset == 'coco' and not args.pretrained and imagenet:
+        args.weights_backbone = 'IMAGENET1K_V1'
     if str(args.weights_backbone).lower() == 'none': args.weights_backbone = None
     return args
 
@@ -900,9 +905,16 @@ def load_pretrained(args:argparse.Namespace, # flags from `parse_args`, with --p
                     num_classes:int, # K of the run
                    ) -> None:
     "--pretrained: a detector's weights into the detector (a fresh class head for other classes), or a whole segmentation model."
-    from annotated_detr.checkpoints import read_checkpoint
+    from annotated_detr.checkpoints import read_checkpoint, config_from_state_dict
     sd, _ = read_checkpoint(args.pretrained, progress=False)
     check_checkpoint_kind(args, sd, 'pretrained')
+    detector = {k[len('detr.'):]: v for k, v in sd.items() if k.startswith('detr.')} or sd
+    if 'class_embed.weight' in detector:   # the flags that shape the weights must be the checkpoint's (a preset may differ)
+        cfg = {'backbone_width': 1.0, **config_from_state_dict(detector), 'num_classes': None}
+        differ = [(f"--{k}" if v else f"no --{k}") if isinstance(v, bool) else f"--{k} {v}"
+                  for k, v in cfg.items() if v is not None and getattr(args, k, v) != v]
+        if differ: raise ValueError(f"--pretrained {args.pretrained} was trained with other model flags than this run's: "
+                                    f"add {' '.join(differ)}")
     if not getattr(args, 'masks', False): load_checkpoint(args.pretrained, model=model, num_classes=num_classes)
     elif any(k.startswith('detr.') for k in sd):
         from annotated_detr.segmentation import load_segmentation_checkpoint

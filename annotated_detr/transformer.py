@@ -292,6 +292,7 @@ def build_detr(num_classes:int=91, # K; COCO's ids go up to 90, so the released 
                weights_backbone=None, # torchvision weights for the ResNet, or None
                backbone_norm:str='frozen', # or 'batch' (02_backbone)
                last_stage:int=4, # 3: stop after layer3, stride 16 (02_backbone)
+               backbone_width:float=1.0, # < 1: narrower (02_backbone)
                pad_invariant:bool=False, # zero the padding inside the backbone (appendix padding): results do not depend on the batch; not the original's
                masks:bool=False, # the segmentation model (appendix segmentation)
               ) -> DETR:
@@ -299,7 +300,8 @@ def build_detr(num_classes:int=91, # K; COCO's ids go up to 90, so the released 
     if num_classes < 1: raise ValueError(f"num_classes must be at least 1, got {num_classes}")
     joiner = build_backbone(backbone=backbone, dilation=dilation, position_embedding=position_embedding,
                             hidden_dim=hidden_dim, lr_backbone=lr_backbone, return_interm_layers=masks,
-                            weights=weights_backbone, norm=backbone_norm, last_stage=last_stage)
+                            weights=weights_backbone, norm=backbone_norm, last_stage=last_stage,
+                            width=backbone_width)
     if pad_invariant: make_pad_invariant(joiner[0])
     transformer = Transformer(hidden_dim, nheads, enc_layers, dec_layers, dim_feedforward, dropout, pre_norm)
     model = DETR(joiner, transformer, num_classes=num_classes, num_queries=num_queries, aux_loss=aux_loss)

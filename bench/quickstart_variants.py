@@ -1,10 +1,12 @@
 """bench/quickstart.py with experimental changes that are not flags of detr_train (appendix evaluation, "The quick
 start, measured"): each one patches the library for this process only, then runs bench/quickstart.py with the
-remaining arguments. (One block per ResNet stage, also measured there, is a flag: `--backbone resnet10`.)
+remaining arguments. (One block per ResNet stage and half the channels, also measured there, are flags: `--backbone resnet10`,
+`--backbone_width`.)
 
     python bench/quickstart_variants.py --freeze conv1,bn1,layer1 --threads 1 --minutes 15   # random stem and layer1 never train
     python bench/quickstart_variants.py --linear_decay --threads 1 --minutes 15              # learning rates fall linearly to 0
     python bench/quickstart_variants.py --aux_weight 0.5 --threads 1 --minutes 15            # auxiliary losses at half weight
+    python bench/quickstart_variants.py --ema 0.99,0.995 --threads 1 --minutes 15            # also report weight averages
 
 --freeze P1,P2,..: the backbone parameters whose names start with one of these prefixes get no gradient (their batch
   norms still normalize with the batch's statistics); less backward work per step.
@@ -13,9 +15,14 @@ remaining arguments. (One block per ResNet stage, also measured there, is a flag
 --aux_weight W: the losses of decoder layers 1 .. L-1 (the auxiliary decoding losses, paper §3.2) count W times
   their usual weight in the total; the last layer's are unchanged. W = 0 trains the heads on the last layer alone
   (the earlier layers still predict, so the per-layer report works). The printed training loss is this total.
+--ema D1,D2,..: besides the trained weights, keep exponential moving averages of them (parameters and batch-norm
+  statistics, one per decay D: avg = D * avg + (1 - D) * weights after every step); after training each average is
+  saved as checkpoint_ema<D>.pth beside checkpoint.pth (and ema<D>_epoch<k>.pth after each epoch) and gets the
+  same report. Training itself is unchanged.
 This is a benchmark, not a test: nbdev_test does not run it.
 """
 import argparse, runpy, sys, time
+import torch
 from pathlib import Path
 
 
@@ -52,19 +59,74 @@ def patch(a, minutes):
         print(f"quickstart_variants: auxiliary losses weigh {a.aux_weight} times as much", file=sys.stderr)
 
 
+class EMA:
+    "Exponential moving averages of a model's state (floating tensors averaged, integer ones copied)."
+    def __init__(self, model, decays):
+        self.model, self.decays = model, decays
+        self.avg = {d: {k: v.detach().clone() for k, v in model.state_dict().items()} for d in decays}
+
+    @torch.no_grad()
+    def update(self, *_):
+        state = self.model.state_dict()
+        for d, avg in self.avg.items():
+            for k, v in state.items():
+                if v.is_floating_point(): avg[k].lerp_(v, 1 - d)
+                else: avg[k].copy_(v)
+
+
+def patch_ema(decays, snapshots):
+    import annotated_detr.train_command as C
+    make, one_epoch = C.make_optimizer, C.train_one_epoch
+    def make_optimizer(model, *args, **kwargs):
+        optimizer = make(model, *args, **kwargs)
+        if 'ema' not in snapshots:   # the training run's optimizer; later ones are the report's --eval
+            snapshots['ema'] = EMA(model, decays)
+            optimizer.register_step_post_hook(snapshots['ema'].update)
+        return optimizer
+    def train_one_epoch(*args, **kwargs):
+        stats = one_epoch(*args, **kwargs)
+        if 'ema' in snapshots: snapshots['epochs'].append({d: {k: v.clone() for k, v in avg.items()} for d, avg in snapshots['ema'].avg.items()})
+        return stats
+    C.make_optimizer, C.train_one_epoch = make_optimizer, train_one_epoch
+    print(f"quickstart_variants: moving averages with decays {decays}", file=sys.stderr)
+
+
+def save_averages(snapshots, checkpoint):
+    ckpt = torch.load(checkpoint, map_location='cpu', weights_only=True)
+    out = []
+    for d, avg in snapshots['ema'].avg.items():
+        for e, snap in enumerate(snapshots['epochs']):
+            torch.save({**ckpt, 'model': snap[d]}, checkpoint.with_name(f'ema{d}_epoch{e}.pth'))
+        path = checkpoint.with_name(f'checkpoint_ema{d}.pth')
+        torch.save({**ckpt, 'model': avg}, path)
+        out.append(path)
+    return out
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, add_help=False)
     p.add_argument('--freeze', default=None)
     p.add_argument('--linear_decay', action='store_true')
     p.add_argument('--aux_weight', type=float, default=None)
+    p.add_argument('--ema', default=None)
     p.add_argument('--minutes', type=float, default=10.0)
     p.add_argument('--warmup_steps', type=int, default=100)
     a, rest = p.parse_known_args()
     if a.linear_decay and '--lr_drop_time' in rest: p.error('--linear_decay replaces --lr_drop_time')
     patch(a, a.minutes)
-    sys.argv = [str(Path(__file__).with_name('quickstart.py')), '--minutes', str(a.minutes),
-                '--warmup_steps', str(a.warmup_steps), *rest]
-    runpy.run_path(sys.argv[0], run_name='__main__')
+    snapshots = {'epochs': []}
+    if a.ema: patch_ema([float(d) for d in a.ema.split(',')], snapshots)
+    script = str(Path(__file__).with_name('quickstart.py'))
+    if a.ema and '--output_dir' not in rest: rest += ['--output_dir', f"runs/bench_quickstart/{time.strftime('%Y%m%d-%H%M%S')}"]
+    sys.argv = [script, '--minutes', str(a.minutes), '--warmup_steps', str(a.warmup_steps), *rest]
+    runpy.run_path(script, run_name='__main__')
+    if a.ema:
+        out = Path(rest[rest.index('--output_dir') + 1])
+        threads = rest[rest.index('--threads') + 1] if '--threads' in rest else '2'
+        for path in save_averages(snapshots, out / 'checkpoint.pth'):
+            print(f"\n== the moving average {path.name} ==", flush=True)
+            sys.argv = [script, '--checkpoint', str(path), '--threads', threads]
+            runpy.run_path(script, run_name='__main__')
 
 
 if __name__ == '__main__':
