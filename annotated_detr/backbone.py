@@ -32,7 +32,8 @@ def basic_resnet(name:str, # a key of `BASIC_LAYERS`
     c = [round(64 * width) * 2 ** i for i in range(4)]
     resnet.conv1, resnet.bn1 = nn.Conv2d(3, c[0], 7, 2, 3, bias=False), norm_layer(c[0])
     resnet.inplanes = c[0]                   # torchvision's _make_layer reads and advances it, stage by stage
-    for i, n in enumerate(BASIC_LAYERS[name]): setattr(resnet, f'layer{i + 1}', resnet._make_layer(BasicBlock, c[i], n, stride=min(i, 1) + 1))
+    for i, n in enumerate(BASIC_LAYERS[name]):   # layer1 keeps the resolution, layer2..4 halve it, as in torchvision
+        setattr(resnet, f'layer{i + 1}', resnet._make_layer(BasicBlock, c[i], n, stride=1 if i == 0 else 2))
     for m in resnet.modules():               # the initialization torchvision's ResNet gives its convolutions
         if isinstance(m, nn.Conv2d): nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
     return resnet

@@ -16,7 +16,7 @@ remaining arguments. (One block per ResNet stage and half the channels, also mea
   their usual weight in the total; the last layer's are unchanged. W = 0 trains the heads on the last layer alone
   (the earlier layers still predict, so the per-layer report works). The printed training loss is this total.
 --ema D1,D2,..: besides the trained weights, keep exponential moving averages of them (parameters and batch-norm
-  statistics, one per decay D: avg = D * avg + (1 - D) * weights after every step); after training each average is
+  statistics, one per decay D: avg = D * avg + (1 - D) * weights after every step, torch.optim.swa_utils.AveragedModel); after training each average is
   saved as checkpoint_ema<D>.pth beside checkpoint.pth (and ema<D>_epoch<k>.pth after each epoch) and gets the
   same report. Training itself is unchanged.
 This is a benchmark, not a test: nbdev_test does not run it.
@@ -59,33 +59,25 @@ def patch(a, minutes):
         print(f"quickstart_variants: auxiliary losses weigh {a.aux_weight} times as much", file=sys.stderr)
 
 
-class EMA:
-    "Exponential moving averages of a model's state (floating tensors averaged, integer ones copied)."
-    def __init__(self, model, decays):
-        self.model, self.decays = model, decays
-        self.avg = {d: {k: v.detach().clone() for k, v in model.state_dict().items()} for d in decays}
-
-    @torch.no_grad()
-    def update(self, *_):
-        state = self.model.state_dict()
-        for d, avg in self.avg.items():
-            for k, v in state.items():
-                if v.is_floating_point(): avg[k].lerp_(v, 1 - d)
-                else: avg[k].copy_(v)
+def averaged_state(averaged):
+    "The state dict of an `AveragedModel`'s copy, under the model's own keys."
+    return {k: v.detach().clone() for k, v in averaged.module.state_dict().items()}
 
 
 def patch_ema(decays, snapshots):
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
     import annotated_detr.train_command as C
     make, one_epoch = C.make_optimizer, C.train_one_epoch
     def make_optimizer(model, *args, **kwargs):
         optimizer = make(model, *args, **kwargs)
         if 'ema' not in snapshots:   # the training run's optimizer; later ones are the report's --eval
-            snapshots['ema'] = EMA(model, decays)
-            optimizer.register_step_post_hook(snapshots['ema'].update)
+            # PyTorch's own averaging; use_buffers: the batch-norm statistics are averaged too
+            snapshots['ema'] = {d: AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(d), use_buffers=True) for d in decays}
+            optimizer.register_step_post_hook(lambda *_: [e.update_parameters(model) for e in snapshots['ema'].values()])
         return optimizer
     def train_one_epoch(*args, **kwargs):
         stats = one_epoch(*args, **kwargs)
-        if 'ema' in snapshots: snapshots['epochs'].append({d: {k: v.clone() for k, v in avg.items()} for d, avg in snapshots['ema'].avg.items()})
+        if 'ema' in snapshots: snapshots['epochs'].append({d: averaged_state(e) for d, e in snapshots['ema'].items()})
         return stats
     C.make_optimizer, C.train_one_epoch = make_optimizer, train_one_epoch
     print(f"quickstart_variants: moving averages with decays {decays}", file=sys.stderr)
@@ -94,11 +86,11 @@ def patch_ema(decays, snapshots):
 def save_averages(snapshots, checkpoint):
     ckpt = torch.load(checkpoint, map_location='cpu', weights_only=True)
     out = []
-    for d, avg in snapshots['ema'].avg.items():
+    for d, averaged in snapshots['ema'].items():
         for e, snap in enumerate(snapshots['epochs']):
             torch.save({**ckpt, 'model': snap[d]}, checkpoint.with_name(f'ema{d}_epoch{e}.pth'))
         path = checkpoint.with_name(f'checkpoint_ema{d}.pth')
-        torch.save({**ckpt, 'model': avg}, path)
+        torch.save({**ckpt, 'model': averaged_state(averaged)}, path)
         out.append(path)
     return out
 
