@@ -36,7 +36,7 @@ PRESETS = {
     'quickstart': dict(dataset='shapes', backbone='resnet18', backbone_width=0.5, backbone_norm='batch', last_stage=3, amp=True,
                        lr=2e-4, lr_backbone=2e-4, batch_size=8,
                        hidden_dim=128, nheads=4, enc_layers=2, dec_layers=4, dim_feedforward=256, dropout=0.0,
-                       num_queries=6, scales=[128], max_size=160, val_size=128, augment=False,
+                       num_queries=6, scales=[128], max_size=160, val_size=128,
                        group_aspect=True, num_workers=0, pad_invariant=True,
                        epochs=1000, lr_drop=1000, warmup_steps=100, time_budget=10.0, lr_drop_time=0.8,
                        eos_coef_after_drop=1.0),
@@ -706,7 +706,7 @@ def _main(args):
             check_labels(ds, num_classes)
             if main_proc: _log.info(format_report(dataset_report(ds, split)))
             else: dataset_report(ds, split)                          # the same errors on every process
-    amp = args.amp_dtype if args.amp else False       # what train_one_epoch and evaluate autocast to
+    amp = args.amp_dtype if args.amp else False       # what train_one_epoch autocasts to (evaluation: float32, as `detect`)
     if amp == 'fp16' and not amp_enabled(device, amp):
         _log.warning("--amp ignored: --amp_dtype fp16 is for CUDA devices; training in float32")
     elif amp and not amp_enabled(device, amp):
@@ -769,7 +769,7 @@ def _main(args):
             if out is not None and main_proc and 'log' in ckpt:   # the log as the checkpoint knew it, even after a kill
                 write_log(history, out/'log.txt')
     if args.eval:
-        record = {f'test_{k}': v for k, v in evaluate_run(args, model_ddp, criterion, postprocess, dl_val, device, amp).items()}
+        record = {f'test_{k}': v for k, v in evaluate_run(args, model_ddp, criterion, postprocess, dl_val, device, False).items()}
         _log.info(f"evaluation: AP {record['test_coco_eval_bbox'][0]:.3f}, AP50 {record['test_coco_eval_bbox'][1]:.3f}{masks_text(record)}")
         return record
 
@@ -792,7 +792,7 @@ def _main(args):
         last = train_stats['time_up'] or epoch == args.epochs - 1
         test_stats = {}
         if last or (args.eval_every > 0 and (epoch + 1) % args.eval_every == 0):
-            try: test_stats = evaluate_run(args, model_ddp, criterion, postprocess, dl_val, device, amp)
+            try: test_stats = evaluate_run(args, model_ddp, criterion, postprocess, dl_val, device, False)
             except (FloatingPointError, ValueError) as e:   # e.g. 06's 'outputs contain NaN or Inf'
                 raise type(e)(f"evaluation after epoch {epoch}: {e}; these weights were not saved; {last_good}") from None
         check_finite(model, probe, f"epoch {epoch} ({train_stats['steps']} steps)", last_good)   # before any save
@@ -911,10 +911,11 @@ def load_pretrained(args:argparse.Namespace, # flags from `parse_args`, with --p
     detector = {k[len('detr.'):]: v for k, v in sd.items() if k.startswith('detr.')} or sd
     if 'class_embed.weight' in detector:   # the flags that shape the weights must be the checkpoint's (a preset may differ)
         cfg = {'backbone_width': 1.0, **config_from_state_dict(detector), 'num_classes': None}
-        differ = [(f"--{k}" if v else f"no --{k}") if isinstance(v, bool) else f"--{k} {v}"
-                  for k, v in cfg.items() if v is not None and getattr(args, k, v) != v]
+        differ = {k: v for k, v in cfg.items() if v is not None and getattr(args, k, v) != v}
+        add = [f"--{k}" if v is True else f"--{k} {v}" for k, v in differ.items() if v is not False]
+        drop = [f"--{k}" for k, v in differ.items() if v is False]   # a switch this run sets and the checkpoint's did not
         if differ: raise ValueError(f"--pretrained {args.pretrained} was trained with other model flags than this run's: "
-                                    f"add {' '.join(differ)}")
+                                    + ' and '.join(([f"add {' '.join(add)}"] if add else []) + ([f"drop {' '.join(drop)}"] if drop else [])))
     if not getattr(args, 'masks', False): load_checkpoint(args.pretrained, model=model, num_classes=num_classes)
     elif any(k.startswith('detr.') for k in sd):
         from annotated_detr.segmentation import load_segmentation_checkpoint

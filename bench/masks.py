@@ -9,7 +9,8 @@ model at every step), evaluate boxes and masks with COCOeval (each validation im
     python bench/masks.py --detector ... --minutes 1 --out images/masks_shapes.png --panoptic_out images/panoptic_shapes.png
 
 The data pipeline follows the detector's training arguments stored in its checkpoint (dataset folder, input
-sizes, augmentation); the flags below override them. The budget counts training steps only; building the
+sizes); the training images are not augmented (as README's `--no_augment` mask command) unless --augment is given;
+the flags below override the rest. The budget counts training steps only; building the
 datasets and the evaluation are extra and reported separately. This is a benchmark, not a test.
 """
 import argparse, json, os, sys, time
@@ -36,6 +37,7 @@ def run():
     p.add_argument('--save_head', default=None, help='save the trained mask head (bbox_attention and mask_head weights) to this file')
     p.add_argument('--pack', default=None, help="write the head in float16 with this run's JSON record (pack_mask_head), e.g. annotated_detr/assets/shapes_mask_head.pth")
     p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--augment', action='store_true', help="train the head on DETR's augmentation of the training images (no cache)")
     p.add_argument('--no_cache', action='store_true', help='run the frozen detector at every step (the plain loop)')
     a = p.parse_args()
     import torch
@@ -58,7 +60,8 @@ def run():
     t0 = time.time()
     ds_val = build_dataset('val', root, scales=[targs['val_size']] if targs.get('val_size') else scales, **kw)
     ds_train = build_dataset('train', root, scales=scales, **kw)
-    if not targs.get('augment', True): ds_train.transforms = build_dataset('val', root, scales=scales, **kw).transforms
+    if not a.augment: ds_train.transforms = build_dataset('val', root, scales=scales, **kw).transforms
+    else: a.no_cache = True   # a cache would freeze one random augmentation of each image
     if a.max_val: ds_val = Subset(ds_val, range(min(a.max_val, len(ds_val))))
     model = segmentation_from_detector(a.detector, progress=False)
     K = model.detr.class_embed.out_features - 1

@@ -7,6 +7,7 @@ remaining arguments. (One block per ResNet stage and half the channels, also mea
     python bench/quickstart_variants.py --linear_decay --threads 1 --minutes 15              # learning rates fall linearly to 0
     python bench/quickstart_variants.py --aux_weight 0.5 --threads 1 --minutes 15            # auxiliary losses at half weight
     python bench/quickstart_variants.py --ema 0.99,0.995 --threads 1 --minutes 15            # also report weight averages
+    python bench/quickstart_variants.py --augment flip --threads 1 --minutes 15              # training images flipped at random
 
 --freeze P1,P2,..: the backbone parameters whose names start with one of these prefixes get no gradient (their batch
   norms still normalize with the batch's statistics); less backward work per step.
@@ -19,6 +20,10 @@ remaining arguments. (One block per ResNet stage and half the channels, also mea
   statistics, one per decay D: avg = D * avg + (1 - D) * weights after every step, torch.optim.swa_utils.AveragedModel); after training each average is
   saved as checkpoint_ema<D>.pth beside checkpoint.pth (and ema<D>_epoch<k>.pth after each epoch) and gets the
   same report. Training itself is unchanged.
+--augment flip|detr: the training images get only a random horizontal flip before the evaluation transform (flip),
+  or DETR's whole augmentation of 00_data (detr: flip, then either the resize or a random crop and the resize, at
+  the preset's sizes), whatever --no_augment says; the preset has augmented as 'detr' since it was measured against
+  'flip' and no augmentation (appendix evaluation, "A faster machine"). Evaluation is unchanged.
 This is a benchmark, not a test: nbdev_test does not run it.
 """
 import argparse, runpy, sys, time
@@ -57,6 +62,20 @@ def patch(a, minutes):
             return criterion
         M.build_criterion = T.build_criterion = scaled
         print(f"quickstart_variants: auxiliary losses weigh {a.aux_weight} times as much", file=sys.stderr)
+    if a.augment:
+        import annotated_detr.train_command as C
+        from torchvision.transforms import v2
+        build = C._build_data
+        def build_data(args, root):
+            ds_train, ds_val = build(args, root)
+            if ds_train is None: return ds_train, ds_val
+            if a.augment == 'detr': ds_train.transforms = C._transforms(args, 'train', args.scales)
+            else:   # the evaluation transform, its boxes made tv_tensors first so that the flip moves them too
+                first, *rest = C._transforms(args, 'val', args.scales).transforms
+                ds_train.transforms = v2.Compose([first, v2.RandomHorizontalFlip(0.5), *rest])
+            return ds_train, ds_val
+        C._build_data = build_data
+        print(f"quickstart_variants: training augmentation {a.augment}", file=sys.stderr)
 
 
 def averaged_state(averaged):
@@ -101,6 +120,7 @@ def main():
     p.add_argument('--linear_decay', action='store_true')
     p.add_argument('--aux_weight', type=float, default=None)
     p.add_argument('--ema', default=None)
+    p.add_argument('--augment', default=None, choices=('flip', 'detr'))
     p.add_argument('--minutes', type=float, default=10.0)
     p.add_argument('--warmup_steps', type=int, default=100)
     a, rest = p.parse_known_args()
