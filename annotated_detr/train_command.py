@@ -769,7 +769,7 @@ def _main(args):
             if out is not None and main_proc and 'log' in ckpt:   # the log as the checkpoint knew it, even after a kill
                 write_log(history, out/'log.txt')
     if args.eval:
-        record = {f'test_{k}': v for k, v in evaluate_run(args, model_ddp, criterion, postprocess, dl_val, device, False).items()}
+        record = {f'test_{k}': v for k, v in evaluate_run(args, model_ddp, criterion, postprocess, dl_val, device).items()}
         _log.info(f"evaluation: AP {record['test_coco_eval_bbox'][0]:.3f}, AP50 {record['test_coco_eval_bbox'][1]:.3f}{masks_text(record)}")
         return record
 
@@ -792,7 +792,7 @@ def _main(args):
         last = train_stats['time_up'] or epoch == args.epochs - 1
         test_stats = {}
         if last or (args.eval_every > 0 and (epoch + 1) % args.eval_every == 0):
-            try: test_stats = evaluate_run(args, model_ddp, criterion, postprocess, dl_val, device, False)
+            try: test_stats = evaluate_run(args, model_ddp, criterion, postprocess, dl_val, device)
             except (FloatingPointError, ValueError) as e:   # e.g. 06's 'outputs contain NaN or Inf'
                 raise type(e)(f"evaluation after epoch {epoch}: {e}; these weights were not saved; {last_good}") from None
         check_finite(model, probe, f"epoch {epoch} ({train_stats['steps']} steps)", last_good)   # before any save
@@ -914,8 +914,9 @@ def load_pretrained(args:argparse.Namespace, # flags from `parse_args`, with --p
         differ = {k: v for k, v in cfg.items() if v is not None and getattr(args, k, v) != v}
         add = [f"--{k}" if v is True else f"--{k} {v}" for k, v in differ.items() if v is not False]
         drop = [f"--{k}" for k, v in differ.items() if v is False]   # a switch this run sets and the checkpoint's did not
+        todo = [f"{verb} {' '.join(flags)}" for verb, flags in (('add', add), ('drop', drop)) if flags]
         if differ: raise ValueError(f"--pretrained {args.pretrained} was trained with other model flags than this run's: "
-                                    + ' and '.join(([f"add {' '.join(add)}"] if add else []) + ([f"drop {' '.join(drop)}"] if drop else [])))
+                                    + ' and '.join(todo))
     if not getattr(args, 'masks', False): load_checkpoint(args.pretrained, model=model, num_classes=num_classes)
     elif any(k.startswith('detr.') for k in sd):
         from annotated_detr.segmentation import load_segmentation_checkpoint
@@ -935,13 +936,11 @@ def make_segmentation_optimizer(model:nn.Module, # a DETRsegm (not wrapped in DD
 
 def evaluate_run(args:argparse.Namespace, # flags from `parse_args`
                  model:nn.Module, criterion:nn.Module, postprocess:nn.Module, data_loader:DataLoader, device,
-                 amp=None, # what to autocast to, as 07's `evaluate` takes it; None: args.amp
                 ) -> dict:
-    "07's `evaluate`; under --masks the segmentation appendix's `evaluate_masks`, which adds `coco_eval_masks`."
-    amp = args.amp if amp is None else amp
-    if not getattr(args, 'masks', False): return evaluate(model, criterion, postprocess, data_loader, device, amp)
+    "07's `evaluate` (under --masks the segmentation appendix's `evaluate_masks`), in float32 whatever --amp says, as `detect`."
+    if not getattr(args, 'masks', False): return evaluate(model, criterion, postprocess, data_loader, device, False)
     from annotated_detr.segmentation import evaluate_masks
-    return evaluate_masks(model, data_loader, device, criterion=criterion, amp=amp, keep_predictions=False)
+    return evaluate_masks(model, data_loader, device, criterion=criterion, amp=False, keep_predictions=False)
 
 def masks_text(stats:dict, # evaluation results
               ) -> str:
