@@ -39,7 +39,7 @@ PRESETS = {
                        num_queries=6, scales=[128], max_size=160, val_size=128,
                        group_aspect=True, num_workers=0, pad_invariant=True,
                        epochs=1000, lr_drop=1000, warmup_steps=100, time_budget=10.0, lr_drop_time=0.8,
-                       eos_coef_after_drop=1.0),
+                       eos_coef_after_drop=1.0, set_cost_class=3),
     # The paper's recipe on COCO (§4), with ImageNet weights for the backbone.
     'coco': dict(dataset='coco', weights_backbone='IMAGENET1K_V1'),
 }
