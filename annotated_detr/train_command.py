@@ -39,7 +39,7 @@ PRESETS = {
                        num_queries=6, scales=[128], max_size=160, val_size=128,
                        group_aspect=True, num_workers=0, pad_invariant=True,
                        epochs=1000, lr_drop=1000, warmup_steps=100, time_budget=10.0, lr_drop_time=0.8,
-                       eos_coef_after_drop=1.0, set_cost_class=3),
+                       eos_coef_after_drop=2.0, set_cost_class=3),
     # The paper's recipe on COCO (§4), with ImageNet weights for the backbone.
     'coco': dict(dataset='coco', weights_backbone='IMAGENET1K_V1'),
 }
@@ -636,8 +636,9 @@ def validate_args(args:argparse.Namespace, # flags from `parse_args`
     need(getattr(args, 'query_groups', 1) >= 1, 'query_groups', 'must be at least 1')
     need(getattr(args, 'query_groups', 1) == 1 or not getattr(args, 'masks', False), 'query_groups', 'trains a detector, not the mask head of --masks')
     need(0 <= args.dropout < 1, 'dropout', 'must be in [0, 1)')
-    need(0 < args.eos_coef <= 1, 'eos_coef', 'must be in (0, 1]')
-    need(getattr(args, 'eos_coef_after_drop', None) is None or 0 < args.eos_coef_after_drop <= 1, 'eos_coef_after_drop', 'must be in (0, 1]')
+    need(0 < args.eos_coef < math.inf, 'eos_coef', 'must be a positive number')
+    need(getattr(args, 'eos_coef_after_drop', None) is None or 0 < args.eos_coef_after_drop < math.inf, 'eos_coef_after_drop',
+         'must be a positive number')
     need(args.num_workers >= 0, 'num_workers', 'must be >= 0')
     need(args.eval_every >= 0, 'eval_every', 'must be >= 0')
     need(args.warmup_steps >= 0, 'warmup_steps', 'must be >= 0')
