@@ -10,7 +10,8 @@ README's first command does), then measure what a user gets from the checkpoint,
 It prints the epochs and seconds per epoch the figures came from; the AP that training printed (its last evaluation),
 the AP of `detr_train --eval`, the AP of `detect` run on every validation image alone, and of padded batches of 8;
 then, per decoder layer, AP and AP50 without and with class-wise NMS (IoU 0.7) and the duplicate rate (appendix
-evaluation). The last line is one JSON record. This is a benchmark, not a test: nbdev_test does not run it.
+evaluation), and the share of objects found by a detection scoring at least 0.7 (`detect`'s default threshold).
+The last line is one JSON record. This is a benchmark, not a test: nbdev_test does not run it.
 """
 import argparse, contextlib, io, json, logging, os, sys, time, warnings
 from pathlib import Path
@@ -46,6 +47,7 @@ def run():
     from annotated_detr.checkpoints import load_checkpoint
     from annotated_detr.data import make_coco_transforms
     from annotated_detr.evaluation import set_prediction_report, format_set_prediction_report, layer_predictions
+    from annotated_detr.figures import split_cases, error_counts
     logging.basicConfig(level=logging.INFO, format='%(asctime)s %(message)s', stream=sys.stdout)
     load_before = os.getloadavg()
     if known.checkpoint is None:
@@ -76,7 +78,11 @@ def run():
                                         'resume': str(checkpoint), 'output_dir': None}))['test_coco_eval_bbox'][:2]
         transform = make_coco_transforms('val', scales=[args.val_size or args.scales[0]], max_size=args.max_size)
         det = detect_ap(model, ds, transform)
-        rows = set_prediction_report(model, ds, batch_size=1)
+        layers = layer_predictions(model, ds, batch_size=1)
+        rows = set_prediction_report(model, ds, predictions=layers)
+        # objects found by a detection scoring >= 0.7 (detect's default threshold), IoU >= 0.5, right class (appendix figures)
+        counts = error_counts(split_cases({i: p[-1] for i, p in layers.items()}, ds, threshold=0.7))
+        found = 1 - counts['missed'] / max(counts['objects'], 1)
         batched = set_prediction_report(model, ds, batch_size=8)[-1]
     last = rows[-1]
     print(f"\ncheckpoint {checkpoint}: {epochs:.1f} epochs, {train_s / max(epochs, 1):.1f} s per epoch, "
@@ -87,11 +93,12 @@ def run():
     print(f"AP / AP50 per image (appendix evaluation):      {last['AP']:.3f} / {last['AP50']:.3f}")
     print(f"AP / AP50 in padded batches of 8:               {batched['AP']:.3f} / {batched['AP50']:.3f}")
     print(f"duplicate rate (score >= 0.5, IoU >= 0.5, same class): {100 * last['duplicates']:.1f} %")
+    print(f"objects found by a detection scoring >= 0.7 (detect's default threshold): {100 * found:.1f} % of {counts['objects']}")
     print(format_set_prediction_report(rows))
     print(json.dumps({'AP': round(last['AP'], 4), 'AP50': round(last['AP50'], 4), 'printed': [round(x, 4) for x in printed],
                       'eval': [round(float(x), 4) for x in ev], 'detect': [round(float(x), 4) for x in det],
                       'batched8': [round(batched['AP'], 4), round(batched['AP50'], 4)],
-                      'duplicates': round(last['duplicates'], 4), 'nms_gain_last': round(last['nms_gain'], 4),
+                      'duplicates': round(last['duplicates'], 4), 'found_at_0.7': round(found, 4), 'nms_gain_last': round(last['nms_gain'], 4),
                       'nms_gain_first': round(rows[0]['nms_gain'], 4), 'epochs': round(epochs, 2),
                       's_per_epoch': round(train_s / max(epochs, 1), 1), 'threads': known.threads,
                       'load_avg_before': [round(x, 2) for x in load_before],
