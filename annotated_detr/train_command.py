@@ -23,12 +23,13 @@ from .train import (build_training, make_optimizer, train_one_epoch, evaluate, c
 __all__ = ['PRESETS', 'SPLIT_FLAGS', 'DEFAULT_SHAPES_PATH', 'OneLineParser', 'get_args_parser', 'parse_args', 'init_distributed',
            'seed_everything', 'epoch_seed', 'make_loaders', 'image_orientations', 'AspectBatchSampler',
            'SkipUnreadable', 'Targets', 'collate_skipping', 'resume_warmup', 'no_object_weight_after_drop',
-           'plain_args', 'save_checkpoint', 'kept_checkpoint_name', 'load_training_checkpoint', 'inference_meta',
-           'read_log', 'plot_history', 'draw_predictions', 'format_coco_stats', 'tensorboard_writer', 'log_tensorboard',
-           'split_files', 'data_root', 'check_labels', 'default_num_classes', 'dataset_report', 'format_report',
-           'check_finite', 'apply_optimizer_flags', 'write_log', 'validate_args', 'main', 'check_mask_args',
-           'check_segmentations', 'check_checkpoint_kind', 'build_segmentation_training', 'load_pretrained',
-           'make_segmentation_optimizer', 'evaluate_run', 'masks_text', 'frozen_cache_applies', 'free_port', 'cli']
+           'plain_args', 'save_checkpoint', 'kept_checkpoint_name', 'load_training_checkpoint', 'transform_sizes',
+           'inference_meta', 'read_log', 'plot_history', 'draw_predictions', 'format_coco_stats', 'tensorboard_writer',
+           'log_tensorboard', 'split_files', 'data_root', 'check_labels', 'default_num_classes', 'dataset_report',
+           'format_report', 'check_finite', 'apply_optimizer_flags', 'write_log', 'validate_args', 'main',
+           'check_mask_args', 'check_segmentations', 'check_checkpoint_kind', 'build_segmentation_training',
+           'load_pretrained', 'make_segmentation_optimizer', 'evaluate_run', 'masks_text', 'frozen_cache_applies',
+           'free_port', 'cli']
 
 # %% ../nbs/appendix/train_command.ipynb #ed20b7b3
 PRESETS = {
@@ -362,13 +363,21 @@ def load_training_checkpoint(path:str|Path, # a checkpoint.pth written by `detr_
     return ckpt
 
 # %% ../nbs/appendix/train_command.ipynb #f7c45873
+def transform_sizes(args:argparse.Namespace, # the run's flags (--dataset, --scales, --max_size, --val_size)
+                   ) -> dict:
+    "The sizes the run's transforms use: each flag given, else the dataset kind's default (`DATASET_DEFAULTS`)."
+    d = DATASET_DEFAULTS[args.dataset]
+    scales = [int(s) for s in (args.scales or d['scales'])]
+    return {'scales': scales, 'max_size': int(args.max_size or d['max_size']), 'val_size': int(args.val_size or max(scales)),
+            'crop_resize': d['crop_resize'], 'crop_size': d['crop_size']}
+
 def inference_meta(dataset:Dataset, # a split of the run (its COCO categories name the ids)
                    args:argparse.Namespace, # the run's flags (evaluation size)
                   ) -> dict:
     "What inference needs from a run: `categories` (id -> name) and `eval_size` [shorter side, longest side]."
     cats = coco_of(dataset).dataset.get('categories', [])
-    return {'categories': {int(c['id']): str(c['name']) for c in cats},
-            'eval_size': [int(args.val_size or max(args.scales)), int(args.max_size)]}
+    sizes = transform_sizes(args)
+    return {'categories': {int(c['id']): str(c['name']) for c in cats}, 'eval_size': [sizes['val_size'], sizes['max_size']]}
 
 # %% ../nbs/appendix/train_command.ipynb #96c250dd
 def read_log(path:str|Path, # a log.txt with one JSON object per line
@@ -663,23 +672,24 @@ def validate_args(args:argparse.Namespace, # flags from `parse_args`
     check_mask_args(args)
 
 def _transforms(args, split, scales):
-    "The transforms of `split` at `scales`, the dataset kind's defaults for what no flag sets (as `build_dataset` does)."
-    d = DATASET_DEFAULTS[args.dataset]
-    return make_coco_transforms(split, scales=d['scales'] if scales is None else scales,
-                                max_size=d['max_size'] if args.max_size is None else args.max_size,
-                                crop_resize=d['crop_resize'], crop_size=d['crop_size'])
+    "The transforms of `split` at `scales`, with the run's longest side and crops (`transform_sizes`)."
+    sizes = transform_sizes(args)
+    return make_coco_transforms(split, scales=scales, max_size=sizes['max_size'],
+                                crop_resize=sizes['crop_resize'], crop_size=sizes['crop_size'])
 
 def _build_data(args, root):
-    "The training and validation datasets (the training one is None with --eval)."
+    "The training and validation datasets (the training one is None with --eval), at `transform_sizes(args)`."
+    sizes = transform_sizes(args)
     def split(name, scales):
         files = split_files(args, name)
         masks = getattr(args, 'masks', False)                  # --masks: targets with instance masks
-        if files is None: return build_dataset(name, root, scales=scales, dataset=args.dataset, max_size=args.max_size, return_masks=masks)
+        if files is None:
+            return build_dataset(name, root, scales=scales, dataset=args.dataset, max_size=sizes['max_size'], return_masks=masks)
         return CocoDetection(*files, transforms=_transforms(args, name, scales), return_masks=masks)
-    ds_val = split('val', [args.val_size] if args.val_size else args.scales)
+    ds_val = split('val', [sizes['val_size']])
     if args.eval: return None, ds_val
-    ds_train = split('train', args.scales)
-    if not args.augment: ds_train.transforms = _transforms(args, 'val', args.scales)
+    ds_train = split('train', sizes['scales'])
+    if not args.augment: ds_train.transforms = _transforms(args, 'val', sizes['scales'])
     return ds_train, ds_val
 
 def main(args:argparse.Namespace, # flags from `parse_args`
