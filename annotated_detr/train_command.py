@@ -4,7 +4,7 @@
 
 # %% ../nbs/appendix/train_command.ipynb #e1326b82
 from __future__ import annotations
-import argparse, errno, importlib, io, json, logging, math, os, random, socket, sys, time, warnings
+import argparse, errno, importlib, io, json, logging, math, os, random, signal, socket, sys, threading, time, warnings
 from pathlib import Path
 import numpy as np
 import torch
@@ -23,13 +23,13 @@ from .train import (build_training, make_optimizer, train_one_epoch, evaluate, c
 __all__ = ['PRESETS', 'SPLIT_FLAGS', 'DEFAULT_SHAPES_PATH', 'OneLineParser', 'get_args_parser', 'parse_args', 'init_distributed',
            'seed_everything', 'epoch_seed', 'make_loaders', 'image_orientations', 'AspectBatchSampler',
            'SkipUnreadable', 'Targets', 'collate_skipping', 'resume_warmup', 'no_object_weight_after_drop',
-           'plain_args', 'save_checkpoint', 'kept_checkpoint_name', 'load_training_checkpoint', 'transform_sizes',
-           'inference_meta', 'read_log', 'plot_history', 'draw_predictions', 'format_coco_stats', 'tensorboard_writer',
-           'log_tensorboard', 'split_files', 'data_root', 'check_labels', 'default_num_classes', 'dataset_report',
-           'format_report', 'check_finite', 'apply_optimizer_flags', 'write_log', 'validate_args', 'main',
-           'check_mask_args', 'check_segmentations', 'check_checkpoint_kind', 'build_segmentation_training',
-           'load_pretrained', 'make_segmentation_optimizer', 'evaluate_run', 'masks_text', 'frozen_cache_applies',
-           'free_port', 'cli']
+           'plain_args', 'save_checkpoint', 'kept_checkpoint_name', 'load_training_checkpoint', 'OutputDirLock',
+           'claim_output_dir', 'transform_sizes', 'inference_meta', 'read_log', 'plot_history', 'draw_predictions',
+           'format_coco_stats', 'tensorboard_writer', 'log_tensorboard', 'split_files', 'data_root', 'check_labels',
+           'default_num_classes', 'dataset_report', 'format_report', 'check_finite', 'apply_optimizer_flags',
+           'write_log', 'validate_args', 'check_output_dir', 'main', 'check_mask_args', 'check_segmentations',
+           'check_checkpoint_kind', 'build_segmentation_training', 'load_pretrained', 'make_segmentation_optimizer',
+           'evaluate_run', 'masks_text', 'frozen_cache_applies', 'free_port', 'cli']
 
 # %% ../nbs/appendix/train_command.ipynb #ed20b7b3
 PRESETS = {
@@ -360,7 +360,41 @@ def load_training_checkpoint(path:str|Path, # a checkpoint.pth written by `detr_
     if not isinstance(ckpt, dict) or 'model' not in ckpt:
         raise ValueError(f"--resume: {path} is not a training checkpoint (expected a dict with 'model', "
                          f"'optimizer', 'lr_scheduler', 'epoch')")
+    bad = [k for k, v in ckpt['model'].items() if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad: raise ValueError(f"--resume: {path} holds weights that are not finite (NaN or inf in {len(bad)} tensors, the "
+                             f"first {bad[0]}): continue from an earlier checkpoint (checkpointNNNN.pth), or start again")
     return ckpt
+
+class OutputDirLock:
+    "A run's claim on its folder: an advisory lock on `.detr_train.lock`, which the system drops when the process ends."
+    def __init__(self, out:Path): # the run's --output_dir (made if missing)
+        out.mkdir(parents=True, exist_ok=True)
+        self.path = out/'.detr_train.lock'
+        try: import fcntl
+        except ImportError: fcntl = None                 # Windows: no lock
+        while True:
+            self.file = open(self.path, 'a+')
+            if fcntl is None: break
+            try: fcntl.flock(self.file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                self.file.seek(0); pid = self.file.read().strip() or '?'; self.file.close()
+                raise ValueError(f"--output_dir {out}: another detr_train (process {pid}) is writing into it; "
+                                 f"wait for it to end, or give another folder") from None
+            same = self.path.exists() and os.fstat(self.file.fileno()).st_ino == self.path.stat().st_ino
+            if same: break
+            self.file.close()                            # the run that held it removed it meanwhile: lock the new one
+        self.file.seek(0); self.file.truncate(); self.file.write(str(os.getpid())); self.file.flush()
+
+    def close(self):
+        "Give the folder back (the lock file goes)."
+        self.path.unlink(missing_ok=True); self.file.close()
+
+def claim_output_dir(out:Path, # the run's --output_dir (made if missing)
+                    ) -> OutputDirLock:
+    "Lock `out` for this process (`OutputDirLock`) and remove the temporary files of a save that a kill interrupted."
+    lock = OutputDirLock(out)
+    for tmp in out.glob('.*.tmp*'): tmp.unlink(missing_ok=True)   # left by `save_checkpoint`/`write_log` of a killed run
+    return lock
 
 # %% ../nbs/appendix/train_command.ipynb #f7c45873
 def transform_sizes(args:argparse.Namespace, # the run's flags (--dataset, --scales, --max_size, --val_size)
@@ -513,6 +547,11 @@ def data_root(args:argparse.Namespace, # uses .dataset, .coco_path, .eval and th
     elif args.dataset == 'shapes': root = DEFAULT_SHAPES_PATH.expanduser()
     else: raise ValueError("--dataset coco needs --coco_path, the folder holding train2017/, val2017/ and annotations/ "
                            "(or --train_ann and --val_ann, the annotation files of a COCO-format export)")
+    ann = [root/'annotations'/f'instances_{s}2017.json' for s in layout]
+    if args.dataset == 'shapes' and root.is_dir() and any(root.iterdir()) and not all(a.exists() for a in ann):
+        raise ValueError(f"--coco_path {root} holds files but no {' and '.join(a.name for a in ann if not a.exists())}: "
+                         f"the shapes are generated only into a new or empty folder; for your own data give --dataset coco "
+                         f"(COCO's layout) or --train_ann and --val_ann (any COCO-format export)")
     if args.dataset == 'coco':
         for split in layout:
             for p in (root/f'{split}2017', root/'annotations'/f'instances_{split}2017.json'):
@@ -639,7 +678,11 @@ def validate_args(args:argparse.Namespace, # flags from `parse_args`
     need(math.isfinite(args.lr_backbone), 'lr_backbone', 'must be a finite number (<= 0 freezes the backbone)')
     need(args.weight_decay >= 0, 'weight_decay', 'must be >= 0')
     need(args.clip_max_norm >= 0, 'clip_max_norm', 'must be >= 0 (0 turns clipping off)')
-    need(args.num_queries >= 1, 'num_queries', 'must be at least 1')
+    need(1 <= args.num_queries <= 10_000, 'num_queries', 'must be between 1 and 10000 (the paper uses 100)')
+    need(args.lr_drop >= 1, 'lr_drop', 'must be at least 1 (the epochs before the learning rate drops)')
+    need(0 <= args.seed < 2**63, 'seed', 'must be an integer from 0 to 2**63 - 1')
+    for flag in ('set_cost_class', 'set_cost_bbox', 'set_cost_giou', 'bbox_loss_coef', 'giou_loss_coef'):
+        need(math.isfinite(getattr(args, flag)) and getattr(args, flag) >= 0, flag, 'must be a finite number >= 0')
     need(args.hidden_dim % args.nheads == 0, 'hidden_dim', f'must be divisible by --nheads {args.nheads}')
     need(args.dec_layers >= 1, 'dec_layers', 'must be at least 1')
     need(getattr(args, 'query_groups', 1) >= 1, 'query_groups', 'must be at least 1')
@@ -656,6 +699,11 @@ def validate_args(args:argparse.Namespace, # flags from `parse_args`
     need(args.num_classes is None or args.num_classes >= 1, 'num_classes', 'must be at least 1')
     need(not args.scales or min(args.scales) >= 16, 'scales', 'sizes must be at least 16 pixels')
     need(args.max_size is None or args.max_size >= 16, 'max_size', 'must be at least 16 pixels')
+    need(args.val_size is None or args.val_size >= 16, 'val_size', 'must be at least 16 pixels')
+    need('world_size' not in getattr(args, 'given_flags', ()) or 'WORLD_SIZE' in os.environ, 'world_size',
+         'is set by torchrun: start the processes with torchrun --nproc_per_node=N')
+    if args.eval and not (args.resume or args.pretrained or getattr(args, 'frozen_weights', None)):
+        raise ValueError("--eval evaluates trained weights: name them with --resume CHECKPOINT")
     try: device = torch.device(args.device)
     except RuntimeError: raise ValueError(f"--device {args.device!r}: not a device PyTorch knows (e.g. cpu, cuda, cuda:1)") from None
     need(device.type != 'cuda' or torch.cuda.is_available(), 'device', 'no CUDA device is available here')
@@ -665,11 +713,22 @@ def validate_args(args:argparse.Namespace, # flags from `parse_args`
         if not args.output_dir: raise ValueError("--tensorboard writes into --output_dir: give one")
         try: importlib.import_module('torch.utils.tensorboard')
         except ImportError: raise ValueError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
+    if args.output_dir: check_output_dir(args)
     for flag in ('resume', 'pretrained'):
         v = getattr(args, flag)
         if v and '://' not in str(v) and not Path(v).expanduser().is_file():
             raise FileNotFoundError(f"--{flag} {v}: no such file")
     check_mask_args(args)
+
+def check_output_dir(args:argparse.Namespace, # flags from `parse_args`, with --output_dir
+                    ) -> None:
+    "Raise ValueError for an --output_dir a run cannot write into, or one whose finished run a new run would overwrite."
+    out = Path(args.output_dir).expanduser()
+    if out.exists() and not out.is_dir(): raise ValueError(f"--output_dir {out}: a file, not a folder")
+    if out.is_dir() and not os.access(out, os.W_OK | os.X_OK): raise ValueError(f"--output_dir {out}: not writable")
+    if (out/'checkpoint.pth').exists() and not args.resume and not args.eval:
+        raise ValueError(f"--output_dir {out} holds a run already (checkpoint.pth): continue it with --resume "
+                         f"{out/'checkpoint.pth'}, or give a new folder")
 
 def _transforms(args, split, scales):
     "The transforms of `split` at `scales`, with the run's longest side and crops (`transform_sizes`)."
@@ -697,8 +756,10 @@ def main(args:argparse.Namespace, # flags from `parse_args`
     "Train (or with --eval only evaluate) DETR as `args` describes; return the last log record."
     validate_args(args)                                        # before any data, model or process group
     started = init_distributed(args)
+    lock = claim_output_dir(Path(args.output_dir).expanduser()) if args.output_dir and is_main_process() else None
     try: return _main(args)
     finally:
+        if lock is not None: lock.close()
         if started: dist.destroy_process_group()
 
 def _main(args):
@@ -709,6 +770,7 @@ def _main(args):
     root = data_root(args)
     if args.distributed and not main_proc: dist.barrier()     # rank 0 generates the shapes dataset first
     ds_train, ds_val = _build_data(args, root)
+    if len(ds_val) == 0: raise ValueError(f"the validation split ({ds_val.ann_file}) has no images: evaluation needs at least one")
     if args.distributed and main_proc: dist.barrier()
     num_classes = args.num_classes or default_num_classes(ds_val if ds_train is None else ds_train)
     for ds, split in ((ds_train, 'train'), (ds_val, 'val')):
@@ -782,6 +844,7 @@ def _main(args):
     if args.eval:
         record = {f'test_{k}': v for k, v in evaluate_run(args, model_ddp, criterion, postprocess, dl_val, device).items()}
         _log.info(f"evaluation: AP {record['test_coco_eval_bbox'][0]:.3f}, AP50 {record['test_coco_eval_bbox'][1]:.3f}{masks_text(record)}")
+        if out is not None and main_proc: (out/'eval.json').write_text(json.dumps({'checkpoint': str(args.resume), **record}))
         return record
 
     _log.info(f"training {n_parameters:,} parameters on {len(ds_train)} images ({args.dataset} at {root or ds_train.ann_file}), "
@@ -989,6 +1052,9 @@ def cli(argv:list|None=None, # command-line words; None reads sys.argv
     args = parse_args(argv)
     rank0 = os.environ.get('RANK', '0') == '0'
     logging.basicConfig(level=logging.INFO if rank0 else logging.WARNING, format='%(message)s', stream=sys.stdout)
+    def stop(signum, frame): raise KeyboardInterrupt   # a SIGTERM (kill, a scheduler, torchrun) ends the run as Ctrl-C does
+    main_thread = threading.current_thread() is threading.main_thread()
+    before = signal.signal(signal.SIGTERM, stop) if main_thread else None
     try: record = main(args)
     except KeyboardInterrupt:
         if args.debug: raise
@@ -1001,10 +1067,13 @@ def cli(argv:list|None=None, # command-line words; None reads sys.argv
         if 'Original Traceback' in msg: msg = msg.splitlines()[-1]   # raised in a DataLoader worker: its last line
         print(f"detr_train: error: {msg if known else f'{type(e).__name__}: {msg}'} (--debug shows the traceback)", file=sys.stderr)
         sys.exit(1)
+    finally:
+        if main_thread: signal.signal(signal.SIGTERM, before)
     if rank0 and 'test_coco_eval_bbox' in record:
         print(format_coco_stats(record['test_coco_eval_bbox']))
         if 'test_coco_eval_masks' in record: print('masks:\n' + format_coco_stats(record['test_coco_eval_masks']))
-        if args.output_dir:
+        if args.output_dir and args.eval: print(f"evaluation: {Path(args.output_dir)/'eval.json'}")
+        elif args.output_dir:
             out = Path(args.output_dir)
             print(f"checkpoint: {out/'checkpoint.pth'}  log: {out/'log.txt'}  pictures: {out/'history.png'}, {out/'predictions.png'}")
 
