@@ -4,16 +4,17 @@
 
 # %% ../nbs/appendix/checkpoints.ipynb #25429521
 from __future__ import annotations
-import argparse, contextlib, re, urllib.parse, warnings
+import argparse, contextlib, hashlib, json, re, urllib.parse, urllib.request, warnings
 from pathlib import Path
 import torch
 from torch import nn, Tensor
 from .transformer import DETR, build_detr
 
 # %% auto #0
-__all__ = ['DETR_URL', 'CHECKPOINTS', 'RESNET_DEPTH', 'hash_prefix', 'cache_path', 'cached_download', 'config_from_state_dict',
-           'read_checkpoint', 'load_exactly', 'config_from_checkpoint', 'with_inference_meta', 'load_checkpoint',
-           'detr_resnet50', 'detr_resnet50_dc5', 'detr_resnet101', 'detr_resnet101_dc5']
+__all__ = ['DETR_URL', 'CHECKPOINTS', 'RESNET_DEPTH', 'hash_prefix', 'cache_path', 'local_file', 'remote_stamp',
+           'cached_download', 'config_from_state_dict', 'read_checkpoint', 'load_exactly', 'config_from_checkpoint',
+           'with_inference_meta', 'load_checkpoint', 'detr_resnet50', 'detr_resnet50_dc5', 'detr_resnet101',
+           'detr_resnet101_dc5']
 
 # %% ../nbs/appendix/checkpoints.ipynb #ad77eb31
 DETR_URL = 'https://dl.fbaipublicfiles.com/detr/'
@@ -29,12 +30,21 @@ def hash_prefix(filename:str) -> str|None:
     m = re.search(r'-([a-f0-9]{8,})\.', Path(filename).name)
     return m.group(1) if m else None
 
-def cache_path(url:str, # an http(s):// or file:// URL
+def cache_path(url:str, # an http(s):// URL
               ) -> Path:
-    "Where torch.hub caches the file of `url`: `<torch.hub.get_dir()>/checkpoints/<its name>`."
+    "Where the file of `url` is cached: `<torch.hub.get_dir()>/checkpoints/<name>` for a name with its hash (torch.hub's place), else the name plus a digest of the whole URL."
     fname = Path(urllib.parse.urlparse(url).path).name
     if not fname: raise ValueError(f"cannot tell the file name of {url!r}")
-    return Path(torch.hub.get_dir()) / 'checkpoints' / fname
+    folder = Path(torch.hub.get_dir()) / 'checkpoints'
+    if hash_prefix(fname): return folder / fname           # the released files: one content per name
+    name = Path(fname)
+    return folder / f"{name.stem}-url{hashlib.sha256(url.encode()).hexdigest()[:12]}{name.suffix}"
+
+def local_file(url:str, # any path or URL
+              ) -> Path|None:
+    "The path of a `file://` URL (read where it is, never copied), else None."
+    u = urllib.parse.urlparse(url)
+    return Path(urllib.request.url2pathname(u.path)) if u.scheme == 'file' else None
 
 def _hash_mismatch(e:RuntimeError, fname:str) -> RuntimeError:
     "torch.hub's 'invalid hash value' error, said plainly (any other error unchanged)."
@@ -42,15 +52,32 @@ def _hash_mismatch(e:RuntimeError, fname:str) -> RuntimeError:
     return RuntimeError(f"hash mismatch for {fname}: its SHA-256 does not start with {hash_prefix(fname)} as its "
                         f"name says; the file is corrupt or not the one expected (nothing was cached). {e}")
 
+def remote_stamp(url:str, # an http(s):// URL
+                ) -> dict|None:
+    "The size, date and ETag the server gives for `url` (a HEAD request), or None where it cannot be asked."
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method='HEAD'), timeout=10) as r:
+            return {k: r.headers.get(k) for k in ('Content-Length', 'Last-Modified', 'ETag')}
+    except (OSError, ValueError): return None
+
 def cached_download(url:str, # an http(s):// or file:// URL
                     progress:bool=True, # show a progress bar while downloading
                    ) -> Path:
-    "Download `url` once into torch.hub's checkpoint cache, checking the SHA-256 prefix in its name."
+    "The local file of `url`: a `file://` path as it is; else downloaded once into the cache, checked against the hash in its name, or against the server's size and date when its name has none."
+    if (path := local_file(url)) is not None:
+        if not path.is_file(): raise FileNotFoundError(f"checkpoint not found: {path} ({url})")
+        return path
     dst = cache_path(url)
+    stamp_file = dst.with_name(dst.name + '.source.json')     # what the server said of the cached copy
+    if dst.exists() and not hash_prefix(dst.name):
+        now = remote_stamp(url)
+        if now is None: warnings.warn(f"cannot reach {url} to check the cached copy; using {dst}")
+        elif not stamp_file.exists() or json.loads(stamp_file.read_text()) != now: dst.unlink()   # changed: fetch again
     if not dst.exists():
         dst.parent.mkdir(parents=True, exist_ok=True)
         try: torch.hub.download_url_to_file(url, str(dst), hash_prefix=hash_prefix(dst.name), progress=progress)
         except RuntimeError as e: raise _hash_mismatch(e, dst.name) from None
+        if not hash_prefix(dst.name): stamp_file.write_text(json.dumps(remote_stamp(url) or {}))
     return dst
 
 # %% ../nbs/appendix/checkpoints.ipynb #52f2f178
@@ -84,17 +111,13 @@ def read_checkpoint(path_or_url:str|Path, # local path, file:// or http(s):// UR
     "Read a checkpoint safely: (state dict, the whole checkpoint dictionary)."
     s = str(path_or_url)
     url = re.match(r'^(https?|file)://', s) is not None
-    path = cache_path(s) if url else Path(s)
-    if not url and not path.exists(): raise FileNotFoundError(f"checkpoint not found: {path}")
+    path = cached_download(s, progress) if url else Path(s)   # a download fails here as urllib says (no network, no such URL)
+    if not path.exists(): raise FileNotFoundError(f"checkpoint not found: {path}")
     if path.is_dir(): raise IsADirectoryError(f"checkpoint {path} is a folder, not a file")
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):   # the original training checkpoints pickle their arguments
-            if url: ckpt = torch.hub.load_state_dict_from_url(s, map_location='cpu', progress=progress, weights_only=True,
-                                                              check_hash=hash_prefix(path.name) is not None)
-            else: ckpt = torch.load(path, map_location='cpu', weights_only=True)
-    except OSError: raise    # no network, no such URL: as urllib says it
+            ckpt = torch.load(path, map_location='cpu', weights_only=True)
     except RuntimeError as e:
-        if 'invalid hash value' in str(e): raise _hash_mismatch(e, path.name) from None
         raise ValueError(f"cannot read checkpoint {path}: it is truncated, not a PyTorch checkpoint, or holds objects "
                          f"other than tensors and plain values ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
     except Exception as e:   # truncated, not a checkpoint, or a pickle that asks to run code (refused, never run)
