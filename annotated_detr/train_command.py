@@ -14,22 +14,23 @@ from torch.utils.data import DataLoader, DistributedSampler, BatchSampler, Datas
 from torch.nn.parallel import DistributedDataParallel
 from .nested_tensor import NestedTensor, collate_fn
 from .data import build_dataset, CocoDetection, DATASET_DEFAULTS, make_coco_transforms
-from .checkpoints import load_checkpoint, load_exactly, cached_download
+from .checkpoints import load_checkpoint, load_exactly, cached_download, local_file, config_from_checkpoint
 from .train import (build_training, make_optimizer, train_one_epoch, evaluate, coco_of, COCO_STAT_NAMES,
                                   get_world_size, get_rank, is_main_process, amp_enabled, make_grad_scaler,
                                   warmup_schedule, _to_float, _in_notebook)
 
 # %% auto #0
-__all__ = ['PRESETS', 'SPLIT_FLAGS', 'DEFAULT_SHAPES_PATH', 'OneLineParser', 'get_args_parser', 'parse_args', 'init_distributed',
-           'seed_everything', 'epoch_seed', 'make_loaders', 'image_orientations', 'AspectBatchSampler',
-           'SkipUnreadable', 'Targets', 'collate_skipping', 'resume_warmup', 'no_object_weight_after_drop',
-           'plain_args', 'save_checkpoint', 'kept_checkpoint_name', 'load_training_checkpoint', 'OutputDirLock',
-           'claim_output_dir', 'transform_sizes', 'inference_meta', 'read_log', 'plot_history', 'draw_predictions',
-           'format_coco_stats', 'tensorboard_writer', 'log_tensorboard', 'split_files', 'data_root', 'check_labels',
-           'default_num_classes', 'dataset_report', 'format_report', 'check_finite', 'apply_optimizer_flags',
-           'write_log', 'validate_args', 'check_output_dir', 'main', 'check_mask_args', 'check_segmentations',
-           'check_checkpoint_kind', 'build_segmentation_training', 'load_pretrained', 'make_segmentation_optimizer',
-           'evaluate_run', 'masks_text', 'frozen_cache_applies', 'free_port', 'cli']
+__all__ = ['PRESETS', 'SPLIT_FLAGS', 'ARCH_FLAGS', 'INVOCATION_FLAGS', 'DEFAULT_SHAPES_PATH', 'OneLineParser', 'get_args_parser',
+           'checkpoint_flags', 'parse_args', 'init_distributed', 'seed_everything', 'epoch_seed', 'make_loaders',
+           'image_orientations', 'AspectBatchSampler', 'SkipUnreadable', 'Targets', 'collate_skipping', 'resume_warmup',
+           'no_object_weight_after_drop', 'plain_args', 'save_checkpoint', 'kept_checkpoint_name',
+           'load_training_checkpoint', 'OutputDirLock', 'claim_output_dir', 'transform_sizes', 'inference_meta',
+           'read_log', 'plot_history', 'draw_predictions', 'format_coco_stats', 'tensorboard_writer', 'log_tensorboard',
+           'split_files', 'data_root', 'check_labels', 'default_num_classes', 'dataset_report', 'format_report',
+           'check_finite', 'apply_optimizer_flags', 'write_log', 'validate_args', 'check_output_dir', 'main',
+           'check_mask_args', 'check_segmentations', 'check_checkpoint_kind', 'build_segmentation_training',
+           'load_pretrained', 'make_segmentation_optimizer', 'evaluate_run', 'masks_text', 'frozen_cache_applies',
+           'free_port', 'cli']
 
 # %% ../nbs/appendix/train_command.ipynb #ed20b7b3
 PRESETS = {
@@ -149,14 +150,37 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 # %% ../nbs/appendix/train_command.ipynb #90f39a28
 SPLIT_FLAGS = ('train_ann', 'train_images', 'val_ann', 'val_images')
+# the flags that shape a model's weights: a run resumes with those of its checkpoint
+ARCH_FLAGS = ('backbone', 'dilation', 'position_embedding', 'enc_layers', 'dec_layers', 'dim_feedforward', 'hidden_dim',
+              'nheads', 'num_queries', 'pre_norm', 'pad_invariant', 'backbone_norm', 'last_stage', 'backbone_width',
+              'masks', 'query_groups')
+# what describes one invocation rather than the run: never taken from a checkpoint
+INVOCATION_FLAGS = ('resume', 'eval', 'start_epoch', 'pretrained', 'weights_backbone', 'device', 'debug', 'preset',
+                    'given_flags', 'distributed', 'rank', 'world_size', 'gpu', 'dist_url')
+
+def checkpoint_flags(path:str, # a checkpoint path or URL (--resume)
+                    ) -> dict:
+    "The flags a checkpoint's run was trained with: all of a `detr_train` run's, the model's of the original script's; {} if none."
+    try:
+        p = local_file(str(path)) or (cached_download(str(path)) if '://' in str(path) else Path(path).expanduser())
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            try: ckpt = torch.load(p, map_location='cpu', weights_only=True, mmap=True)   # the weights stay on disk
+            except RuntimeError: ckpt = torch.load(p, map_location='cpu', weights_only=True)   # an old-format file
+    except Exception: return {}           # missing or unreadable: `validate_args` and `load_training_checkpoint` say so
+    saved = ckpt.get('args') if isinstance(ckpt, dict) else None
+    if isinstance(saved, argparse.Namespace): return {k: v for k, v in vars(saved).items() if k in ARCH_FLAGS}
+    return {k: v for k, v in saved.items() if k not in INVOCATION_FLAGS} if isinstance(saved, dict) else {}
 
 def parse_args(argv:list|None=None, # command-line words; None reads sys.argv
               ) -> argparse.Namespace:
-    "Parse `argv`; a `--preset` replaces the defaults, and flags given explicitly still win."
+    "Parse `argv`; a `--preset`, then a `--resume` checkpoint's flags replace the defaults, and flags given explicitly still win."
     parser = get_args_parser()
     args = parser.parse_args(argv)
     if args.preset is not None:
         parser.set_defaults(**PRESETS[args.preset])
+        args = parser.parse_args(argv)
+    if args.resume and (saved := {k: v for k, v in checkpoint_flags(args.resume).items() if k in vars(args)}):
+        parser.set_defaults(**saved)                # `detr_train --resume ck` alone continues ck's run
         args = parser.parse_args(argv)
     typed = get_args_parser()                       # the same flags with no defaults: only what was typed is set
     for action in typed._actions: action.default = argparse.SUPPRESS
@@ -168,7 +192,7 @@ def parse_args(argv:list|None=None, # command-line words; None reads sys.argv
     # resnet10 and narrower ones, such as the quick start's, train from random weights on any data)
     if args.dataset is None: args.dataset = 'coco' if args.coco_path else 'shapes'
     imagenet = args.backbone != 'resnet10' and args.backbone_width == 1
-    if args.weights_backbone is None and args.dataset == 'coco' and not args.pretrained and imagenet:
+    if args.weights_backbone is None and args.dataset == 'coco' and not args.pretrained and not args.resume and imagenet:
         args.weights_backbone = 'IMAGENET1K_V1'
     if str(args.weights_backbone).lower() == 'none': args.weights_backbone = None
     return args
@@ -714,6 +738,11 @@ def validate_args(args:argparse.Namespace, # flags from `parse_args`
         try: importlib.import_module('torch.utils.tensorboard')
         except ImportError: raise ValueError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
     if args.output_dir: check_output_dir(args)
+    if args.resume and (saved := checkpoint_flags(args.resume)):
+        given = getattr(args, 'given_flags', ())
+        differ = [f"--{k} {getattr(args, k)} (the checkpoint's: {saved[k]})" for k in ARCH_FLAGS   # --masks: `check_checkpoint_kind`
+                  if k != 'masks' and k in saved and k in given and getattr(args, k) != saved[k]]
+        if differ: raise ValueError(f"--resume {args.resume} was trained with other model flags: {'; '.join(differ)}; leave them out")
     for flag in ('resume', 'pretrained'):
         v = getattr(args, flag)
         if v and '://' not in str(v) and not Path(v).expanduser().is_file():
@@ -979,12 +1008,12 @@ def load_pretrained(args:argparse.Namespace, # flags from `parse_args`, with --p
                     num_classes:int, # K of the run
                    ) -> None:
     "--pretrained: a detector's weights into the detector (a fresh class head for other classes), or a whole segmentation model."
-    from annotated_detr.checkpoints import read_checkpoint, config_from_state_dict
-    sd, _ = read_checkpoint(args.pretrained, progress=False)
+    from annotated_detr.checkpoints import read_checkpoint
+    sd, ckpt = read_checkpoint(args.pretrained, progress=False)
     check_checkpoint_kind(args, sd, 'pretrained')
     detector = {k[len('detr.'):]: v for k, v in sd.items() if k.startswith('detr.')} or sd
     if 'class_embed.weight' in detector:   # the flags that shape the weights must be the checkpoint's (a preset may differ)
-        cfg = {'backbone_width': 1.0, **config_from_state_dict(detector), 'num_classes': None}
+        cfg = {'backbone_width': 1.0, **config_from_checkpoint(detector, ckpt, args.pretrained), 'num_classes': None}
         differ = {k: v for k, v in cfg.items() if v is not None and getattr(args, k, v) != v}
         add = [f"--{k}" if v is True else f"--{k} {v}" for k, v in differ.items() if v is not False]
         drop = [f"--{k}" for k, v in differ.items() if v is False]   # a switch this run sets and the checkpoint's did not
