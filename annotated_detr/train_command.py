@@ -284,13 +284,22 @@ class AspectBatchSampler(torch.utils.data.Sampler):
 
 # %% ../nbs/appendix/train_command.ipynb #28332cfd
 class SkipUnreadable(Dataset):
-    "Wrap a dataset so that an item whose image cannot be read is `(None, message)` instead of an error."
+    "Wrap a dataset so that an item that cannot become a training example is `(None, message)` instead of an error."
     def __init__(self, dataset:Dataset): self.dataset = dataset
     def __len__(self): return len(self.dataset)
     def __getitem__(self, i):
         try: return self.dataset[i]
-        except (OSError, SyntaxError) as e: return None, str(e).splitlines()[0]
+        except Exception as e:     # a broken file, or an image its transforms cannot take (a 600 x 2 strip and the crop)
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            name = _file_name(self.dataset, i)
+            return None, msg if name is None or name in msg else f"{name}: {type(e).__name__}: {msg}"
     def __getattr__(self, name): return getattr(self.__dict__['dataset'], name)   # .coco, .ann_file, ... of the wrapped one
+
+def _file_name(dataset:Dataset, i:int) -> str|None:
+    "The image file name of item `i` of a CocoDetection (or a Subset of one), or None."
+    while isinstance(dataset, torch.utils.data.Subset): i, dataset = dataset.indices[i], dataset.dataset
+    try: return str(dataset.coco.imgs[dataset.ids[i]]['file_name'])
+    except (AttributeError, KeyError, IndexError): return None
 
 class Targets(list):
     "A batch's list of targets, which also carries the messages of the images left out (`skipped`)."
@@ -898,6 +907,10 @@ def _main(args):
             try: test_stats = evaluate_run(args, model_ddp, criterion, postprocess, dl_val, device)
             except (FloatingPointError, ValueError) as e:   # e.g. 06's 'outputs contain NaN or Inf'
                 raise type(e)(f"evaluation after epoch {epoch}: {e}; these weights were not saved; {last_good}") from None
+        if train_stats['steps'] == 0:
+            names = train_stats.get('skipped_images', [])
+            raise ValueError(f"epoch {epoch}: no training batch could be made: --skip_bad_images left out all {len(names)} "
+                             f"images it drew (the first: {names[0] if names else '-'}); {last_good}")
         check_finite(model, probe, f"epoch {epoch} ({train_stats['steps']} steps)", last_good)   # before any save
         record = {**{f'train_{k}': v for k, v in train_stats.items()}, **{f'test_{k}': v for k, v in test_stats.items()},
                   'epoch': epoch, 'n_parameters': n_parameters, 'epoch_time': round(time.time() - start, 2),
