@@ -115,13 +115,18 @@ def _check_writable(path:str|Path) -> Path:
 
 def _write_atomically(path:Path, # the file to write
                       write, # callable(temporary path) that writes the whole file
+                      check=None, # callable(temporary path) run on the complete file before it replaces `path`
                      ) -> Path:
     "Write `path` through a temporary file in its folder, renamed over it (`os.replace`) only once complete: on any error `path` is unchanged."
     fd, part = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.stem}-', suffix=path.suffix)
     os.close(fd)
     try:
         write(Path(part))
+        if check is not None: check(Path(part))
         os.replace(part, path)                                   # one step: readers see the old file or the new one
+    except OSError as e:                                         # a full disk, a lost network drive: say which file, and what is left
+        left = 'the earlier file is unchanged' if path.exists() else 'nothing was written'
+        raise OSError(f"cannot write {path}: {e.strerror or e}; {left}") from e
     finally: Path(part).unlink(missing_ok=True)                  # gone already after the rename
     return path
 
@@ -152,6 +157,7 @@ def export_onnx(model:DETR|ExportedProgram, # a DETR in eval mode, or a program 
                 example:tuple|None=None, # (images, mask) to trace a model with; None: `example_inputs()`
                 fold_bn:bool=True, # fold the batch norms into the convolutions first (a model only)
                 metadata:dict|None=None, # for `detect`: {'class_names', 'eval_size'}; None: the model's own (a program has none)
+                check=None, # callable(path) run on the complete file before it replaces an existing one; an error keeps that
                ):
     "Write DETR as one ONNX file, inputs `images`, `mask` and outputs `pred_logits`, `pred_boxes`; return the ONNXProgram."
     if opset not in OPSETS:
@@ -167,7 +173,7 @@ def export_onnx(model:DETR|ExportedProgram, # a DETR in eval mode, or a program 
                                      input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES))
     _name_dims(onnx_program, model)
     onnx_program.model.metadata_props.update(meta)
-    _write_atomically(path, lambda part: onnx_program.save(str(part), external_data=False))   # an older file survives a failure
+    _write_atomically(path, lambda part: onnx_program.save(str(part), external_data=False), check)   # an older file survives a failure
     return onnx_program
 
 # %% ../nbs/appendix/export.ipynb #83c6803b
@@ -261,11 +267,9 @@ def export_cli(argv:list|None=None, # command-line arguments; None: sys.argv[1:]
     if args.program is not None:
         _write_atomically(Path(args.program), lambda part: torch.export.save(program, part))
         print(f"wrote {args.program} (torch.export program)")
-    checked = []
-    def write_and_check(part:Path):                     # the file replaces `out` only once written and checked
-        export_onnx(program, part, opset=args.opset, metadata=onnx_metadata(model))   # the checkpoint's names and size
-        if args.check: checked.append(_check_file(model, part))
-    _write_atomically(out, write_and_check)
+    checked = []                                        # the file replaces `out` only once written and checked
+    export_onnx(program, out, opset=args.opset, metadata=onnx_metadata(model),   # the checkpoint's names and size
+                check=(lambda part: checked.append(_check_file(model, part))) if args.check else None)
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB): images [batch, 3, height, width] float32 and "
           f"mask [batch, height, width] bool (True = padding) -> pred_logits, pred_boxes")
     if checked: print(checked[0])
