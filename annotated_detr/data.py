@@ -88,6 +88,15 @@ def load_coco_json(ann_file:str|Path, # path to a COCO annotation JSON
     missing = [k for k in ('images', 'annotations', 'categories') if not isinstance(data, dict) or k not in data]
     if missing:
         raise ValueError(f"{ann_file} is not a COCO detection annotation file: missing key(s) {missing}")
+    for key, what in (('images', 'image'), ('annotations', 'annotation')):   # pycocotools indexes by id: the last one wins
+        ids = [x.get('id') for x in data[key] if isinstance(x, dict)] if isinstance(data[key], list) else []
+        seen, twice = set(), []
+        for i in ids:
+            if i in seen and i not in twice: twice.append(i)
+            seen.add(i)
+        if twice:
+            raise ValueError(f"{ann_file}: duplicate {what} id(s) {twice[:10]}{' ...' if len(twice) > 10 else ''} "
+                             f"({len(twice)} in all); each {what} needs its own id")
     return data
 
 # %% ../nbs/00_data.ipynb #ea636539

@@ -4,7 +4,7 @@
 
 # %% ../nbs/appendix/export.ipynb #89c6261f
 from __future__ import annotations
-import argparse, copy, importlib.util, json, tempfile
+import argparse, copy, importlib.util, json, os, sys, tempfile
 from pathlib import Path
 import torch
 from torch import nn, Tensor
@@ -113,6 +113,23 @@ def _check_writable(path:str|Path) -> Path:
     except OSError as e: raise PermissionError(f"cannot write {path}: {e.strerror} in {path.parent}") from None
     return path
 
+def _write_atomically(path:Path, # the file to write
+                      write, # callable(temporary path) that writes the whole file
+                      check=None, # callable(temporary path) run on the complete file before it replaces `path`
+                     ) -> Path:
+    "Write `path` through a temporary file in its folder, renamed over it (`os.replace`) only once complete: on any error `path` is unchanged."
+    fd, part = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.stem}-', suffix=path.suffix)
+    os.close(fd)
+    try:
+        write(Path(part))
+        if check is not None: check(Path(part))
+        os.replace(part, path)                                   # one step: readers see the old file or the new one
+    except OSError as e:                                         # a full disk, a lost network drive: say which file, and what is left
+        left = 'the earlier file is unchanged' if path.exists() else 'nothing was written'
+        raise OSError(f"cannot write {path}: {e.strerror or e}; {left}") from e
+    finally: Path(part).unlink(missing_ok=True)                  # gone already after the rename
+    return path
+
 def _need(*modules:str):
     "Raise a clear ImportError if any of `modules` is not installed."
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
@@ -140,6 +157,7 @@ def export_onnx(model:DETR|ExportedProgram, # a DETR in eval mode, or a program 
                 example:tuple|None=None, # (images, mask) to trace a model with; None: `example_inputs()`
                 fold_bn:bool=True, # fold the batch norms into the convolutions first (a model only)
                 metadata:dict|None=None, # for `detect`: {'class_names', 'eval_size'}; None: the model's own (a program has none)
+                check=None, # callable(path) run on the complete file before it replaces an existing one; an error keeps that
                ):
     "Write DETR as one ONNX file, inputs `images`, `mask` and outputs `pred_logits`, `pred_boxes`; return the ONNXProgram."
     if opset not in OPSETS:
@@ -155,7 +173,7 @@ def export_onnx(model:DETR|ExportedProgram, # a DETR in eval mode, or a program 
                                      input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES))
     _name_dims(onnx_program, model)
     onnx_program.model.metadata_props.update(meta)
-    onnx_program.save(str(path), external_data=False)
+    _write_atomically(path, lambda part: onnx_program.save(str(part), external_data=False), check)   # an older file survives a failure
     return onnx_program
 
 # %% ../nbs/appendix/export.ipynb #83c6803b
@@ -207,11 +225,22 @@ def _max_diff(a:dict, b:dict) -> float:
     "Largest absolute difference between two output dictionaries over `OUTPUT_NAMES`."
     return max((a[k].float() - b[k].float()).abs().max().item() for k in OUTPUT_NAMES)
 
+def _check_file(model:DETR, path:Path) -> str:
+    "Run ONNX Runtime on the file at `path` and `model` on a padded batch of a size not traced; a line saying how far apart they are, or an error."
+    images, mask = example_inputs(((3, 320, 256), (3, 288, 352)), seed=1)   # not the size traced
+    with torch.no_grad(): ref = model(NestedTensor(images, mask))
+    got = OnnxDETR(onnx_session(path))(NestedTensor(images, mask))
+    diff, tol = _max_diff(ref, got), 1e-4 * max(1., ref['pred_logits'].abs().max().item())
+    if diff > tol: raise RuntimeError(f"the exported model differs from PyTorch by {diff:.1e} > {tol:.0e}; nothing was written")
+    return f"check: ONNX Runtime vs PyTorch on a padded batch {list(images.shape)}: max |diff| = {diff:.1e} (tolerance {tol:.0e})"
+
 def export_cli(argv:list|None=None, # command-line arguments; None: sys.argv[1:]
               ) -> Path:
     "The `detr_export` command: a checkpoint in, an ONNX file (and optionally a torch.export program) out, checked."
     ap = argparse.ArgumentParser('detr_export', description='Export DETR to ONNX (and torch.export) with dynamic batch and image size.')
-    ap.add_argument('--checkpoint', default=None, help='checkpoint path or URL (default: released DETR R50)')
+    ap.error = lambda message: ap.exit(2, f"detr_export: error: {message} (detr_export -h lists the flags)\n")
+    ap.add_argument('--checkpoint', default=None, help="checkpoint path or URL, or 'shapes' for the model shipped with the package "
+                    "(default: released DETR R50, downloaded)")
     ap.add_argument('--out', default='detr.onnx', help='the ONNX file to write (default detr.onnx)')
     ap.add_argument('--program', default=None, help='also save the torch.export program here (e.g. detr.pt2)')
     ap.add_argument('--opset', type=int, default=18, help='ONNX opset, 18 to 23 (default 18)')
@@ -219,31 +248,37 @@ def export_cli(argv:list|None=None, # command-line arguments; None: sys.argv[1:]
     ap.add_argument('--backbone', default=None, help="ResNet name (default: the checkpoint's, or resnet50)")
     ap.add_argument('--no_fold_bn', dest='fold_bn', action='store_false', help='keep the batch norms as separate operations')
     ap.add_argument('--no_check', dest='check', action='store_false', help="skip comparing ONNX Runtime's outputs with PyTorch's")
+    ap.add_argument('--debug', action='store_true', help='show the full traceback of an error instead of one line')
     args = ap.parse_args(argv)
     if args.opset not in OPSETS: ap.error(f"--opset {args.opset} is not supported: choose {OPSETS.start} to {OPSETS.stop - 1}")
-    out = _check_writable(args.out)
-    if args.program is not None: _check_writable(args.program)
+    for flag, path in (('--out', args.out), ('--program', args.program)):   # before any slow work
+        if path is None: continue
+        try: _check_writable(path)
+        except OSError as e: raise type(e)(f"{flag}: {e}") from None
+    out = Path(args.out)
     _need('onnx', 'onnxscript', *(['onnxruntime'] if args.check else []))
     from annotated_detr.inference import model_from_flags
-    try: model = model_from_flags(args.checkpoint, args.backbone, args.num_classes)
-    except ValueError as e: ap.error(str(e))
+    model = model_from_flags(args.checkpoint, args.backbone, args.num_classes)
+    if not isinstance(model, DETR):
+        raise ValueError(f"{args.checkpoint} holds a segmentation model (DETR with a mask head); detr_export writes "
+                         f"detection models only")
     model.eval()
     program = export_program(model, fold_bn=args.fold_bn)
     if args.program is not None:
-        torch.export.save(program, args.program)
+        _write_atomically(Path(args.program), lambda part: torch.export.save(program, part))
         print(f"wrote {args.program} (torch.export program)")
-    export_onnx(program, out, opset=args.opset, metadata=onnx_metadata(model))   # the checkpoint's names and size
+    checked = []                                        # the file replaces `out` only once written and checked
+    export_onnx(program, out, opset=args.opset, metadata=onnx_metadata(model),   # the checkpoint's names and size
+                check=(lambda part: checked.append(_check_file(model, part))) if args.check else None)
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB): images [batch, 3, height, width] float32 and "
           f"mask [batch, height, width] bool (True = padding) -> pred_logits, pred_boxes")
-    if args.check:
-        images, mask = example_inputs(((3, 320, 256), (3, 288, 352)), seed=1)   # not the size traced
-        with torch.no_grad(): ref = model(NestedTensor(images, mask))
-        got = OnnxDETR(onnx_session(out))(NestedTensor(images, mask))
-        diff, tol = _max_diff(ref, got), 1e-4 * max(1., ref['pred_logits'].abs().max().item())
-        print(f"check: ONNX Runtime vs PyTorch on a padded batch {list(images.shape)}: max |diff| = {diff:.1e} (tolerance {tol:.0e})")
-        if diff > tol: raise RuntimeError(f"the exported model differs from PyTorch by {diff:.1e} > {tol:.0e}")
+    if checked: print(checked[0])
     return out
 
 def export_main() -> None:
-    "Entry point of the `detr_export` script: `export_cli` on the command line, returning nothing."
-    export_cli()   # a console script passes what its function returns to sys.exit
+    "Entry point of the `detr_export` script: errors as one line (`--debug`: traceback), exit status 1."
+    try: export_cli()   # a console script passes what its function returns to sys.exit: return nothing
+    except Exception as e:
+        if '--debug' in sys.argv[1:]: raise
+        print(f"detr_export: error: {' '.join(str(e).split())} (--debug shows the traceback)", file=sys.stderr)
+        sys.exit(1)

@@ -13,9 +13,9 @@ from .transformer import DETR, MultiheadAttention, keep_attention_weights, to_ne
 from .matcher_loss import PostProcess
 
 # %% auto #0
-__all__ = ['COCO_CLASSES', 'detect', 'draw_detections', 'model_from_flags', 'write_detections_json', 'detect_cli', 'detect_main',
-           'decoder_cross_attention', 'encoder_self_attention', 'to_picture', 'plot_decoder_attention',
-           'plot_encoder_attention']
+__all__ = ['COCO_CLASSES', 'SHIPPED', 'detect', 'draw_detections', 'model_from_flags', 'coco_image_ids', 'write_detections_json',
+           'output_paths', 'detect_cli', 'detect_main', 'decoder_cross_attention', 'encoder_self_attention',
+           'to_picture', 'plot_decoder_attention', 'plot_encoder_attention']
 
 # %% ../nbs/appendix/inference.ipynb #ff2ac33e
 _COCO_NAMES_IN_ORDER = (
@@ -35,6 +35,14 @@ def _coco_classes() -> list:
 COCO_CLASSES = _coco_classes()  # index = COCO category id (0 ... 90); 'N/A' for the 11 ids that have no category
 
 # %% ../nbs/appendix/inference.ipynb #c614a541
+def _to_8bit(im):
+    "A PIL image of 16-bit grey levels (modes 'I;16*' and 'I', as PNG, TIFF and medical scanners write them) as 8-bit 'L', each level / 257; any other unchanged."
+    import numpy as np
+    from PIL import Image
+    if not (im.mode.startswith('I;16') or im.mode == 'I'): return im
+    levels = np.asarray(im).astype(np.float64)                  # (H, W) in 0 ... 65535
+    return Image.fromarray((levels.clip(0, 65535) / 257).round().astype(np.uint8), 'L')
+
 def _to_pil(image):
     "A path, PIL image or [3, H, W] tensor (float in [0, 1] or uint8) as an RGB PIL image, upright by its EXIF orientation."
     from pathlib import Path
@@ -42,14 +50,15 @@ def _to_pil(image):
     from torchvision.transforms.functional import to_pil_image
     if isinstance(image, (str, Path)):
         if not Path(image).exists(): raise FileNotFoundError(f"no image file at {image}")
-        with Image.open(image) as im: return ImageOps.exif_transpose(im).convert('RGB')
-    if isinstance(image, Image.Image): return ImageOps.exif_transpose(image).convert('RGB')
+        with Image.open(image) as im: return _to_8bit(ImageOps.exif_transpose(im)).convert('RGB')
+    if isinstance(image, Image.Image): return _to_8bit(ImageOps.exif_transpose(image)).convert('RGB')
     if isinstance(image, Tensor):
         if image.ndim != 3 or image.shape[0] not in (1, 3):
             raise ValueError(f"an image tensor must be [3, H, W] (or [1, H, W]), got {list(image.shape)}")
         if image.is_floating_point() and (image.min() < 0 or image.max() > 1):
             raise ValueError("a float image tensor must have values in [0, 1] (not normalized); "
                              f"got range [{image.min().item():.3g}, {image.max().item():.3g}]")
+        if image.dtype == torch.uint16: image = (image.detach().cpu().float() / 65535)   # decode_image of a 16-bit PNG
         return to_pil_image(image.detach().cpu()).convert('RGB')
     raise TypeError(f"an image must be a path, a PIL image or a [3, H, W] tensor, got {type(image).__name__}")
 
@@ -128,36 +137,82 @@ def draw_detections(image, # a path, PIL image or [3, H, W] tensor in [0, 1]
     return out
 
 # %% ../nbs/appendix/inference.ipynb #960f38fc
-def model_from_flags(checkpoint:str|None=None, # checkpoint path or URL; None: the released weights
+SHIPPED = 'shapes'   # `--checkpoint shapes`: the DETR trained on the generated shapes that ships with the package
+
+def _finite_or_refuse(model:nn.Module, source:str) -> nn.Module:
+    "`model`, if every weight is a finite number; else a one-line error naming the first tensors that are not."
+    bad = [k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad: raise ValueError(f"checkpoint {source}: {len(bad)} weight tensor(s) hold NaN or infinity ({', '.join(bad[:3])}"
+                             f"{', ...' if len(bad) > 3 else ''}); every score would be NaN, so nothing could be detected")
+    return model
+
+def model_from_flags(checkpoint:str|None=None, # checkpoint path or URL; 'shapes': the shipped model; None: the released weights
                      backbone:str|None=None, # ResNet name (default: the checkpoint's, or resnet50)
                      num_classes:int|None=None, # K (default: the checkpoint's, or COCO's 91)
                     ) -> nn.Module:
     "The model the commands' `--checkpoint/--backbone/--num_classes` flags describe (what `detr_detect` and `detr_export` load)."
+    import urllib.error
     from annotated_detr import checkpoints as T
-    if checkpoint is None:
-        released = {'resnet50': T.detr_resnet50, 'resnet101': T.detr_resnet101}
-        if (backbone or 'resnet50') not in released:
-            raise ValueError(f"released weights exist for {sorted(released)}; pass --checkpoint for {backbone}")
-        return released[backbone or 'resnet50'](pretrained=True, num_classes=num_classes or 91)
-    sd, _ = T.read_checkpoint(checkpoint, progress=True)
-    if any(k.startswith('detr.') for k in sd):                      # a segmentation model (`detr_train --masks`)
-        from annotated_detr.segmentation import segmentation_from_checkpoint
-        if num_classes is not None and num_classes != sd['detr.class_embed.weight'].shape[0] - 1:
-            raise ValueError(f"--num_classes {num_classes}: the segmentation checkpoint has "
-                             f"{sd['detr.class_embed.weight'].shape[0] - 1} classes (a new class head would be untrained)")
-        return segmentation_from_checkpoint(checkpoint, progress=True, **({} if backbone is None else {'backbone': backbone}))
-    return T.load_checkpoint(checkpoint, num_classes=num_classes, **({} if backbone is None else {'backbone': backbone}))
+    if checkpoint == SHIPPED:
+        if backbone is not None or num_classes is not None:
+            raise ValueError(f"--checkpoint {SHIPPED} is a finished model: drop --backbone and --num_classes")
+        from annotated_detr.shapes_model import shapes_detr
+        return _finite_or_refuse(shapes_detr(), SHIPPED)
+    try:
+        if checkpoint is None:
+            released = {'resnet50': T.detr_resnet50, 'resnet101': T.detr_resnet101}
+            if (backbone or 'resnet50') not in released:
+                raise ValueError(f"released weights exist for {sorted(released)}; pass --checkpoint for {backbone}")
+            return released[backbone or 'resnet50'](pretrained=True, num_classes=num_classes or 91)
+        sd, _ = T.read_checkpoint(checkpoint, progress=True)
+        if any(k.startswith('detr.') for k in sd):                      # a segmentation model (`detr_train --masks`)
+            from annotated_detr.segmentation import segmentation_from_checkpoint
+            if num_classes is not None and num_classes != sd['detr.class_embed.weight'].shape[0] - 1:
+                raise ValueError(f"--num_classes {num_classes}: the segmentation checkpoint has "
+                                 f"{sd['detr.class_embed.weight'].shape[0] - 1} classes (a new class head would be untrained)")
+            model = segmentation_from_checkpoint(checkpoint, progress=True, **({} if backbone is None else {'backbone': backbone}))
+        else: model = T.load_checkpoint(checkpoint, num_classes=num_classes, **({} if backbone is None else {'backbone': backbone}))
+    except (urllib.error.URLError, ConnectionError, TimeoutError) as e:   # no network, or no such address
+        what = checkpoint or f"the released DETR {(backbone or 'resnet50').replace('resnet', 'R')} weights"
+        raise ConnectionError(f"cannot download {what} ({getattr(e, 'reason', e)}); without a network, "
+                              f"--checkpoint {SHIPPED} runs the model that ships with the package, "
+                              f"or give a checkpoint file") from None
+    return _finite_or_refuse(model, checkpoint)
+
+def coco_image_ids(images:list, # the image files, in command-line order
+                   ann:str|Path|None=None, # a COCO annotation file that lists these images
+                  ) -> list:
+    "One COCO image id per image, no two alike: the annotation file's id for its `file_name`; else the number a file is named by, else the next unused number from 1."
+    from annotated_detr.data import load_coco_json
+    parts = [Path(im).parts for im in images]
+    if ann is None:
+        ids, taken = [None] * len(images), set()
+        for k, p in enumerate(parts):                              # COCO's files are named by their id: 000000039769.jpg
+            stem = Path(p[-1]).stem if p else ''
+            if stem.isascii() and stem.isdigit() and int(stem) not in taken: ids[k] = int(stem); taken.add(int(stem))
+        free = (i for i in range(1, len(images) + len(taken) + 2) if i not in taken)
+        return [i if i is not None else next(free) for i in ids]
+    listed = {}                                                    # file name -> [(its path's parts, image id)]
+    for entry in load_coco_json(ann)['images']:
+        name = Path(str(entry.get('file_name', '')))
+        listed.setdefault(name.name, []).append((name.parts, entry.get('id')))
+    ids, owner = [], {}
+    for image, p in zip(images, parts):                            # a file_name matches the end of the image's path
+        found = [i for q, i in listed.get(p[-1] if p else '', []) if p[-len(q):] == q]
+        if not found: raise ValueError(f"--ann {ann}: no image with file_name {Path(image).name} in it ({image})")
+        if len(found) > 1: raise ValueError(f"--ann {ann}: {Path(image).name} matches image ids {found[:5]}; give the image's path as its file_name says")
+        if found[0] in owner:
+            raise ValueError(f"--ann {ann}: {owner[found[0]]} and {image} are both image id {found[0]} ({Path(image).name})")
+        owner[found[0]] = image; ids.append(found[0])
+    return ids
 
 def write_detections_json(image, # the image file the detections belong to
                           dets:dict, # its result of `detect`
                           path:str|Path, # the JSON file to write
-                          position:int, # the image's place in the command line, from 1 (its COCO id unless its name is a number)
+                          image_id:int, # its COCO image id (`coco_image_ids`)
                          ) -> list:
     "Write one image's detections as JSON (boxes xyxy in pixels, masks as COCO RLE); return them in COCO's results format (bbox x, y, w, h)."
     import json
-    from pathlib import Path
-    stem = Path(image).stem
-    image_id = int(stem) if stem.isdigit() else position          # COCO's files are named by their id
     boxes = dets['boxes'].tolist()
     found = [{'box': [round(v, 2) for v in b], 'score': round(s, 4), 'label': l, 'name': n}
              for b, s, l, n in zip(boxes, dets['scores'].tolist(), dets['labels'].tolist(), dets['names'])]
@@ -173,17 +228,67 @@ def write_detections_json(image, # the image file the detections belong to
              **({'segmentation': d['segmentation']} if 'segmentation' in d else {})}
             for d in found]
 
+def _folder_for_output(folder:Path, out:str) -> Path:
+    "`folder` (where `--out out` writes), created if missing and checked writable before the model loads; else a one-line error."
+    import tempfile
+    for up in (folder, *folder.parents):
+        if up.exists() and not up.is_dir(): raise NotADirectoryError(f"--out {out}: {up} is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as e:
+        raise PermissionError(f"--out {out}: cannot write into {folder} ({e.strerror or e})") from None
+    return folder
+
+def output_paths(images:list, # the image files, in command-line order
+                 out:str|None=None, # --out: the drawing of a single image (a file with an image suffix), or a folder
+                ) -> list:
+    "Where each image's drawing goes, no two alike and none an input: `--out` itself, or `<stem>_detr.png` in the `--out` folder or beside the image."
+    from PIL import Image
+    single = out is not None and len(images) == 1 and Path(out).suffix != '' and not Path(out).is_dir()
+    if single:
+        if Path(out).resolve() == Path(images[0]).resolve(): raise ValueError(f"--out {out} is the input image; name another file")
+        if Path(out).suffix.lower() not in Image.registered_extensions():
+            raise ValueError(f"--out {out}: {Path(out).suffix} is not an image format PIL writes; name a .png or .jpg file")
+        _folder_for_output(Path(out).parent, out)
+        return [Path(out)]
+    folder = None if out is None else _folder_for_output(Path(out), out)
+    taken = {Path(im).resolve() for im in images}                     # never write over an input
+    paths = []
+    for im in images:
+        src = Path(im)
+        where = folder if folder is not None else src.parent
+        path, k = where / f'{src.stem}_detr.png', 1
+        while path.resolve() in taken:                             # two inputs with one stem: x_detr.png, x-2_detr.png, ...
+            k += 1; path = where / f'{src.stem}-{k}_detr.png'
+        taken.add(path.resolve()); paths.append(path)
+    return paths
+
+def _too_large(path:Path) -> str|None:
+    "Why PIL would refuse to decode the image at `path` (more pixels than `PIL.Image.MAX_IMAGE_PIXELS`), read from its header; else None."
+    from PIL import Image
+    limit = Image.MAX_IMAGE_PIXELS
+    if not limit: return None
+    try:
+        Image.MAX_IMAGE_PIXELS = None                              # read the size without PIL's own check
+        with Image.open(path) as im: w, h = im.size
+    except Exception: return None                                  # not an image: the detection loop says why
+    finally: Image.MAX_IMAGE_PIXELS = limit
+    if w * h <= limit: return None
+    return f"too large: {w}x{h} = {w * h:,} pixels, over the limit of {limit:,} (PIL.Image.MAX_IMAGE_PIXELS)"
+
 def detect_cli(argv:list|None=None, # command-line arguments; None: sys.argv[1:]
               ):
     "The `detr_detect` command: detect objects in images and write them with boxes and names drawn."
     import argparse, json, sys
-    from pathlib import Path
+    from PIL import Image
     ap = argparse.ArgumentParser('detr_detect', description='Detect objects with DETR and draw them on the images.')
     ap.error = lambda message: ap.exit(2, f"detr_detect: error: {message} (detr_detect -h lists the flags)\n")
     ap.add_argument('images', nargs='+', help='image files')
-    ap.add_argument('--checkpoint', default=None, help='checkpoint path or URL (default: released DETR R50)')
+    ap.add_argument('--checkpoint', default=None, help=f"checkpoint path or URL, or '{SHIPPED}' for the model shipped with the package "
+                    "(default: released DETR R50, downloaded)")
     ap.add_argument('--threshold', type=float, default=0.7, help='score threshold (default 0.7)')
-    ap.add_argument('--out', default=None, help='output image (one input) or folder (several inputs)')
+    ap.add_argument('--out', default=None, help='output image (one input, a name with an image suffix) or folder (created if missing)')
     ap.add_argument('--num_classes', type=int, default=None, help="number of classes (default: the checkpoint's)")
     ap.add_argument('--backbone', default=None, help="ResNet name (default: the checkpoint's, or resnet50)")
     ap.add_argument('--size', type=int, default=None, help="resize the shorter side to this (default: the checkpoint's evaluation size, else 800)")
@@ -191,19 +296,26 @@ def detect_cli(argv:list|None=None, # command-line arguments; None: sys.argv[1:]
     ap.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     ap.add_argument('--json', action='store_true', help='also write each image\'s detections as JSON beside its picture, '
                     'and all of them as one COCO results file, detections_coco.json')
+    ap.add_argument('--ann', default=None, help="a COCO annotation file listing the images: --json takes their image ids from it "
+                    "(implies --json)")
     ap.add_argument('--debug', action='store_true', help='show the full traceback of an error instead of one line')
     args = ap.parse_args(argv)
     # everything that can be checked without the model, before it loads
     if not 0 <= args.threshold <= 1: raise ValueError(f"--threshold {args.threshold}: must be in [0, 1]")
     if args.size is not None and args.max_size is not None and (args.size < 16 or args.max_size < args.size): raise ValueError(f"--size {args.size} --max_size {args.max_size}: need 16 <= size <= max_size")
-    if args.checkpoint and '://' not in args.checkpoint and not Path(args.checkpoint).is_file():
+    if args.checkpoint and args.checkpoint != SHIPPED and '://' not in args.checkpoint and not Path(args.checkpoint).is_file():
         raise FileNotFoundError(f"checkpoint not found: {args.checkpoint}" + (' (a folder)' if Path(args.checkpoint).is_dir() else ''))
+    args.json = args.json or args.ann is not None
     failed = {}                                         # image -> why it was skipped
     for image in args.images:
         p = Path(image)
         if not p.is_file(): failed[image] = 'a folder, not an image file' if p.is_dir() else 'no such file'
         elif p.stat().st_size == 0: failed[image] = 'an empty file'
+        elif (why := _too_large(p)): failed[image] = why
     if len(failed) == len(args.images): raise ValueError(f"no image to read: {'; '.join(f'{k}: {v}' for k, v in failed.items())}")
+    readable = [k for k, im in enumerate(args.images) if im not in failed]       # image ids by place on the command line
+    image_ids = dict(zip(readable, coco_image_ids([args.images[k] for k in readable], args.ann))) if args.json else {}
+    outs = output_paths(args.images, args.out)
     from annotated_detr.data import make_coco_transforms
     model = model_from_flags(args.checkpoint, args.backbone, args.num_classes)
     model = model.to(args.device)
@@ -213,23 +325,19 @@ def detect_cli(argv:list|None=None, # command-line arguments; None: sys.argv[1:]
     if size < 16 or max_size < size: raise ValueError(f"--size {size} --max_size {max_size}: need 16 <= size <= max_size")
     tfm = make_coco_transforms('val', scales=[size], max_size=max_size)
     results, coco_results = [], []
-    for image in args.images:                           # one at a time: a bad file costs only itself
+    for k, (image, out) in enumerate(zip(args.images, outs)):   # one at a time: a bad file costs only itself
         if image in failed: results.append(None); continue
         try: dets = detect(model, image, threshold=args.threshold, transform=tfm)[0]
-        except (OSError, ValueError, SyntaxError) as e:   # unreadable or truncated image files
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:   # unreadable or truncated image files
             failed[image] = f"cannot read it ({type(e).__name__}: {str(e).splitlines()[0][:100]})"; results.append(None); continue
-        src = Path(image)
-        if args.out is None: out = src.with_name(src.stem + '_detr.png')
-        elif len(args.images) == 1: out = Path(args.out)
-        else: Path(args.out).mkdir(parents=True, exist_ok=True); out = Path(args.out) / (src.stem + '_detr.png')
         draw_detections(image, dets, out)
         results.append(dets)
-        if args.json: coco_results += write_detections_json(image, dets, out.with_suffix('.json'), len(results))
+        if args.json: coco_results += write_detections_json(image, dets, out.with_suffix('.json'), image_ids[k])
         print(f"{image}: {len(dets['labels'])} detections{' with masks' if 'masks' in dets else ''} -> {out}")
         for n, s, b in zip(dets['names'], dets['scores'].tolist(), dets['boxes'].tolist()):
             print(f"  {n:>16s} {s:.3f} [{', '.join(f'{v:.1f}' for v in b)}]")
-    if args.json and coco_results is not None and any(r is not None for r in results):
-        folder = Path(args.out) if args.out is not None and len(args.images) > 1 else out.parent
+    if args.json and any(r is not None for r in results):
+        folder = outs[0].parent if args.out is not None else [o for o, r in zip(outs, results) if r is not None][-1].parent
         (folder / 'detections_coco.json').write_text(json.dumps(coco_results))
         print(f"COCO results: {folder / 'detections_coco.json'}")
     if failed:
