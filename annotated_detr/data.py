@@ -4,12 +4,12 @@
 
 # %% ../nbs/00_data.ipynb #435e83f3
 from __future__ import annotations
-import contextlib, io, json, warnings
-from pathlib import Path
+import contextlib, io, json, re, warnings
+from pathlib import Path, PurePosixPath
 
 import torch
 from torch import Tensor
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 import torchvision
 from torchvision import tv_tensors
 from torchvision.io import decode_image, ImageReadMode
@@ -21,9 +21,9 @@ from pycocotools.coco import COCO
 from .shapes import make_shapes_dataset, SHAPES_CATEGORIES
 
 # %% auto #0
-__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'DATASET_DEFAULTS', 'polygons_to_masks', 'coco_to_target', 'load_coco_json',
-           'CocoDetection', 'TargetToTvTensors', 'NormalizeBoxes', 'RandomSizeCrop', 'make_coco_transforms',
-           'build_dataset']
+__all__ = ['MAX_CATEGORY_ID', 'IMAGENET_MEAN', 'IMAGENET_STD', 'DATASET_DEFAULTS', 'polygons_to_masks', 'coco_to_target',
+           'load_coco_json', 'check_coco_fields', 'CocoDetection', 'TargetToTvTensors', 'NormalizeBoxes',
+           'RandomSizeCrop', 'make_coco_transforms', 'build_dataset']
 
 # %% ../nbs/00_data.ipynb #ff0849b6
 def polygons_to_masks(segmentations:list, # per object: a list of polygons [x0, y0, x1, y1, ...] or an RLE dict
@@ -97,7 +97,40 @@ def load_coco_json(ann_file:str|Path, # path to a COCO annotation JSON
         if twice:
             raise ValueError(f"{ann_file}: duplicate {what} id(s) {twice[:10]}{' ...' if len(twice) > 10 else ''} "
                              f"({len(twice)} in all); each {what} needs its own id")
+    check_coco_fields(data, ann_file)
     return data
+
+MAX_CATEGORY_ID = 100_000   # DETR's class head has an output per id up to the largest: larger ids need renumbering
+
+def check_coco_fields(data:dict, # a parsed COCO annotation file
+                      ann_file:str|Path, # its path, for the message
+                     ) -> None:
+    "Raise ValueError, naming the entries, for fields a COCO detection file needs but has missing or of the wrong type."
+    def is_int(v): return isinstance(v, int) and not isinstance(v, bool)
+    def is_num(v): return isinstance(v, (int, float)) and not isinstance(v, bool)
+    def bad_name(f):
+        p = PurePosixPath(str(f).replace('\\', '/'))
+        return not isinstance(f, str) or not f or p.is_absolute() or '..' in p.parts or bool(re.match(r'^[A-Za-z]:', f))
+    checks = [
+        ('images', lambda x: not is_int(x.get('id')), "an 'id' that is not an integer"),
+        ('images', lambda x: bad_name(x.get('file_name')), "a 'file_name' that is missing or leaves the image folder"),
+        ('images', lambda x: any(k in x and not (is_int(x[k]) and x[k] > 0) for k in ('width', 'height')),
+         "a 'width' or 'height' that is not a positive integer"),
+        ('annotations', lambda x: not (is_int(x.get('id')) and is_int(x.get('image_id')) and is_int(x.get('category_id'))),
+         "an 'id', 'image_id' or 'category_id' that is not an integer"),
+        ('annotations', lambda x: not (isinstance(x.get('bbox'), list) and len(x['bbox']) == 4 and all(map(is_num, x['bbox']))),
+         "a 'bbox' that is not a list of 4 numbers [x, y, width, height]"),
+        ('annotations', lambda x: not is_num(x.get('area')), "no 'area' (COCO's evaluation sorts objects by it; the box's w * h serves)"),
+        ('categories', lambda x: not (is_int(x.get('id')) and 0 <= x['id'] <= MAX_CATEGORY_ID),
+         f"an 'id' that is not an integer from 0 to {MAX_CATEGORY_ID:,} (one output of the class head per id: renumber them)"),
+    ]
+    for key, wrong, what in checks:
+        entries = data[key] if isinstance(data[key], list) else []
+        bad = [x for x in entries if not isinstance(x, dict) or wrong(x)]
+        if bad:
+            names = [x.get('id', x.get('file_name')) if isinstance(x, dict) else x for x in bad[:5]]
+            raise ValueError(f"{ann_file}: {len(bad)} of the {len(entries)} {key} have {what} (the first: "
+                             f"{', '.join(repr(n) for n in names)})")
 
 # %% ../nbs/00_data.ipynb #ea636539
 class CocoDetection(torchvision.datasets.CocoDetection):
@@ -122,15 +155,23 @@ class CocoDetection(torchvision.datasets.CocoDetection):
     def _load_image(self, id:int) -> Image.Image|tv_tensors.Image:
         path = Path(self.root) / self.coco.imgs[id]['file_name']
         if not path.is_file(): raise FileNotFoundError(f"image file not found: {path} (image_id {id})")
-        if self.transforms is not None:         # fast path: a uint8 tensor [3, h, w] for the v2 transforms
-            try: image = decode_image(str(path), mode=ImageReadMode.RGB)
-            except RuntimeError: pass           # a format torchvision does not read (or a broken file): PIL decides
-            else: return tv_tensors.Image(F.to_dtype(image, torch.uint8, scale=True))   # 16-bit PNGs -> 8 bits
         try:
-            with Image.open(path) as img:
+            with Image.open(path) as img:       # the header only: refuse an image too large to decode safely
+                w, h = img.size
+                limit = Image.MAX_IMAGE_PIXELS
+                if limit and w * h > limit: raise OSError(f"{w}x{h} pixels, over the limit of {limit:,} (PIL.Image.MAX_IMAGE_PIXELS)")
+                if self.transforms is not None:   # fast path: a uint8 tensor [3, h, w] for the v2 transforms
+                    try:
+                        with warnings.catch_warnings():   # torchvision 0.29 deprecates its decoders, once per call
+                            warnings.filterwarnings('ignore', 'The image decoding', DeprecationWarning)
+                            image = decode_image(str(path), mode=ImageReadMode.RGB, apply_exif_orientation=True)
+                    except RuntimeError: pass     # a format torchvision does not read (or a broken file): PIL decides
+                    else:
+                        if image.ndim == 4: image = image[0]   # an animation: its first frame, as PIL reads it
+                        return tv_tensors.Image(F.to_dtype(image, torch.uint8, scale=True))   # 16-bit PNGs -> 8 bits
                 img.load()
-                return img.convert('RGB')
-        except (UnidentifiedImageError, OSError, SyntaxError) as e:
+                return ImageOps.exif_transpose(img).convert('RGB')   # upright, as `detect` reads a photo
+        except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as e:
             raise OSError(f"cannot read image file {path} (image_id {id}): {e}") from e
 
     def __getitem__(self, index:int) -> tuple:
