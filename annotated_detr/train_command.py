@@ -26,9 +26,9 @@ __all__ = ['PRESETS', 'SPLIT_FLAGS', 'ARCH_FLAGS', 'INVOCATION_FLAGS', 'DEFAULT_
            'no_object_weight_after_drop', 'plain_args', 'save_checkpoint', 'kept_checkpoint_name',
            'load_training_checkpoint', 'OutputDirLock', 'claim_output_dir', 'transform_sizes', 'inference_meta',
            'read_log', 'plot_history', 'draw_predictions', 'format_coco_stats', 'tensorboard_writer', 'log_tensorboard',
-           'split_files', 'data_root', 'check_labels', 'default_num_classes', 'dataset_report', 'format_report',
-           'check_finite', 'apply_optimizer_flags', 'write_log', 'validate_args', 'check_output_dir', 'main',
-           'check_mask_args', 'check_segmentations', 'check_checkpoint_kind', 'build_segmentation_training',
+           'split_files', 'data_root', 'check_labels', 'default_num_classes', 'dataset_report', 'unreadable_images',
+           'format_report', 'check_finite', 'apply_optimizer_flags', 'write_log', 'validate_args', 'check_output_dir',
+           'main', 'check_mask_args', 'check_segmentations', 'check_checkpoint_kind', 'build_segmentation_training',
            'load_pretrained', 'make_segmentation_optimizer', 'evaluate_run', 'masks_text', 'frozen_cache_applies',
            'free_port', 'cli']
 
@@ -99,7 +99,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument('--dist_url', default='env://', help='how processes find each other')
     g = p.add_argument_group('annotated_detr additions')
     g.add_argument('--preset', default=None, choices=sorted(PRESETS), help='a named set of defaults, e.g. quickstart')
-    g.add_argument('--dataset', '--dataset_file', dest='dataset', default=None, choices=('shapes', 'coco'),
+    g.add_argument('--coco_panoptic_path', default=None, help="the original's panoptic data: not trained here (see --masks)")
+    g.add_argument('--dataset', '--dataset_file', dest='dataset', default=None, choices=('shapes', 'coco', 'coco_panoptic'),
                    help="generated shapes or COCO (--dataset_file is the original's name); default: coco with --coco_path, else shapes")
     g.add_argument('--train_ann', default=None, help="a COCO-format annotation file for training, e.g. a Roboflow export's train/_annotations.coco.json")
     g.add_argument('--train_images', default=None, help='the folder of the training images (default: the folder of --train_ann)')
@@ -641,12 +642,31 @@ def dataset_report(dataset:Dataset, # a CocoDetection (or Subset of one)
     if nan_ids and split == 'val':
         raise ValueError(f"{where}: {len(nan_ids)} annotation(s) have a bbox that is not 4 finite numbers (ids {nan_ids[:5]}); "
                          f"evaluation against them would be wrong: fix or remove them")
+    used_cats = {a.get('category_id') for a in d.get('annotations', [])}
+    r['unannotated_categories'] = [f"{c['id']} {c.get('name', '')!r}" for c in d.get('categories', []) if c['id'] not in used_cats]
+    if split == 'val' and (bad := unreadable_images(dataset)):   # found now, not after the first epoch of training
+        raise ValueError(f"{where}: {len(bad)} validation image(s) cannot be read (the first: {bad[0]}); fix or remove them")
     return r
+
+def unreadable_images(dataset:Dataset, # a CocoDetection (or a Subset of one, or one wrapped in `SkipUnreadable`)
+                     ) -> list:
+    "'file: reason' for each image whose file is missing or whose header no image reader understands (headers only: fast)."
+    from PIL import Image
+    while not hasattr(dataset, 'root'): dataset = dataset.dataset
+    bad = []
+    for im in coco_of(dataset).dataset.get('images', []):
+        path = Path(dataset.root) / im['file_name']
+        try:
+            with Image.open(path): pass
+        except Exception as e: bad.append(f"{path}: {type(e).__name__}: {str(e).splitlines()[0][:100] if str(e) else ''}")
+    return bad
 
 def format_report(r:dict) -> str:
     "One line for the log: images, annotations used, and the ones dropped by reason."
     dropped = ', '.join(f"{r[k]} {k.replace('_', ' ')}" for k in ('crowd', 'degenerate', 'outside_image', 'non_finite', 'unknown_image') if r[k])
-    return f"{r['split']}: {r['images']} images, {r['used']} of {r['annotations']} annotations used" + (f" (not used: {dropped})" if dropped else '')
+    unused = r.get('unannotated_categories')
+    return (f"{r['split']}: {r['images']} images, {r['used']} of {r['annotations']} annotations used" + (f" (not used: {dropped})" if dropped else '')
+            + (f"; categories without annotations (classes never learned): {', '.join(unused[:5])}" if unused and r['split'] == 'train' else ''))
 
 # %% ../nbs/appendix/train_command.ipynb #be707013
 def check_finite(model:nn.Module, # a DETR (not wrapped in DDP)
@@ -705,6 +725,10 @@ def validate_args(args:argparse.Namespace, # flags from `parse_args`
     "Raise ValueError (or FileNotFoundError) naming the flag, for values no run can use; cheap, so it runs first."
     def need(ok, flag, what):
         if not ok: raise ValueError(f"--{flag} {getattr(args, flag)!r}: {what}")
+    if args.dataset == 'coco_panoptic' or args.coco_panoptic_path:
+        raise ValueError("panoptic training (the original's --dataset_file coco_panoptic --coco_panoptic_path) is not part of "
+                         "detr_train: train the mask head on COCO's instance masks with --masks (appendix segmentation), and "
+                         "load the released panoptic models with detr_resnet50_panoptic(pretrained=True)")
     need(args.batch_size >= 1, 'batch_size', 'must be at least 1')
     need(args.epochs >= 1 or args.eval, 'epochs', 'must be at least 1')
     need(math.isfinite(args.lr) and args.lr >= 0, 'lr', 'must be a finite number >= 0')
