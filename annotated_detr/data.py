@@ -22,7 +22,7 @@ from .shapes import make_shapes_dataset, SHAPES_CATEGORIES
 
 # %% auto #0
 __all__ = ['MAX_CATEGORY_ID', 'IMAGENET_MEAN', 'IMAGENET_STD', 'DATASET_DEFAULTS', 'polygons_to_masks', 'coco_to_target',
-           'load_coco_json', 'check_coco_fields', 'CocoDetection', 'TargetToTvTensors', 'NormalizeBoxes',
+           'load_coco_json', 'check_coco_fields', 'read_image', 'CocoDetection', 'TargetToTvTensors', 'NormalizeBoxes',
            'RandomSizeCrop', 'make_coco_transforms', 'build_dataset']
 
 # %% ../nbs/00_data.ipynb #ff0849b6
@@ -132,6 +132,32 @@ def check_coco_fields(data:dict, # a parsed COCO annotation file
             raise ValueError(f"{ann_file}: {len(bad)} of the {len(entries)} {key} have {what} (the first: "
                              f"{', '.join(repr(n) for n in names)})")
 
+# %% ../nbs/00_data.ipynb #4718a01d
+def read_image(path:Path, # the image file
+               image_id:int, # its id, for messages
+               as_tensor:bool=True, # a uint8 tensor [3, h, w] (torchvision's decoder, fast) rather than a PIL image
+              ) -> Image.Image|tv_tensors.Image:
+    "An RGB image, upright by its EXIF orientation (as `detect` reads a photo); an animation gives its first frame."
+    if not path.is_file(): raise FileNotFoundError(f"image file not found: {path} (image_id {image_id})")
+    try:
+        with Image.open(path) as img:       # the header only: refuse an image too large to decode safely
+            w, h = img.size
+            limit = Image.MAX_IMAGE_PIXELS
+            if limit and w * h > limit: raise OSError(f"{w}x{h} pixels, over the limit of {limit:,} (PIL.Image.MAX_IMAGE_PIXELS)")
+            if as_tensor:
+                try:
+                    with warnings.catch_warnings():   # torchvision 0.29 deprecates its decoders, once per call
+                        warnings.filterwarnings('ignore', 'The image decoding', DeprecationWarning)
+                        image = decode_image(str(path), mode=ImageReadMode.RGB, apply_exif_orientation=True)
+                except RuntimeError: pass     # a format torchvision does not read (or a broken file): PIL decides
+                else:
+                    if image.ndim == 4: image = image[0]   # an animation: its first frame, as PIL reads it
+                    return tv_tensors.Image(F.to_dtype(image, torch.uint8, scale=True))   # 16-bit PNGs -> 8 bits
+            img.load()
+            return ImageOps.exif_transpose(img).convert('RGB')
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as e:
+        raise OSError(f"cannot read image file {path} (image_id {image_id}): {e}") from e
+
 # %% ../nbs/00_data.ipynb #ea636539
 class CocoDetection(torchvision.datasets.CocoDetection):
     "COCO-format detection dataset: items are `(image, target)` with targets built by `coco_to_target`."
@@ -153,26 +179,8 @@ class CocoDetection(torchvision.datasets.CocoDetection):
         self.ann_file, self.return_masks = Path(ann_file), return_masks
 
     def _load_image(self, id:int) -> Image.Image|tv_tensors.Image:
-        path = Path(self.root) / self.coco.imgs[id]['file_name']
-        if not path.is_file(): raise FileNotFoundError(f"image file not found: {path} (image_id {id})")
-        try:
-            with Image.open(path) as img:       # the header only: refuse an image too large to decode safely
-                w, h = img.size
-                limit = Image.MAX_IMAGE_PIXELS
-                if limit and w * h > limit: raise OSError(f"{w}x{h} pixels, over the limit of {limit:,} (PIL.Image.MAX_IMAGE_PIXELS)")
-                if self.transforms is not None:   # fast path: a uint8 tensor [3, h, w] for the v2 transforms
-                    try:
-                        with warnings.catch_warnings():   # torchvision 0.29 deprecates its decoders, once per call
-                            warnings.filterwarnings('ignore', 'The image decoding', DeprecationWarning)
-                            image = decode_image(str(path), mode=ImageReadMode.RGB, apply_exif_orientation=True)
-                    except RuntimeError: pass     # a format torchvision does not read (or a broken file): PIL decides
-                    else:
-                        if image.ndim == 4: image = image[0]   # an animation: its first frame, as PIL reads it
-                        return tv_tensors.Image(F.to_dtype(image, torch.uint8, scale=True))   # 16-bit PNGs -> 8 bits
-                img.load()
-                return ImageOps.exif_transpose(img).convert('RGB')   # upright, as `detect` reads a photo
-        except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as e:
-            raise OSError(f"cannot read image file {path} (image_id {id}): {e}") from e
+        "The image `id`, upright: a uint8 tensor [3, h, w] for the v2 transforms, else a PIL image (`read_image`)."
+        return read_image(Path(self.root) / self.coco.imgs[id]['file_name'], id, as_tensor=self.transforms is not None)
 
     def __getitem__(self, index:int) -> tuple:
         id = self.ids[index]
