@@ -138,7 +138,6 @@ class HungarianMatcher(nn.Module):
         tgt_boxes = torch.cat([t['boxes'] for t in targets]).to(out_boxes)  # (Σn_i, 4)
         cost_class = -prob[:, tgt_labels]                                # (B*N, Σn_i)
         cost_bbox = torch.cdist(out_boxes, tgt_boxes, p=1)               # (B*N, Σn_i)
-        # torchvision's GIoU without our argument checks: the boxes were checked above, and the check reads the device
         cost_giou = -ops.generalized_box_iou(box_cxcywh_to_xyxy(out_boxes), box_cxcywh_to_xyxy(tgt_boxes))
         total = self.cost_class * cost_class + self.cost_bbox * cost_bbox + self.cost_giou * cost_giou
         return total.reshape(B, N, -1)                                   # (B, N, Σn_i)
@@ -148,15 +147,14 @@ class HungarianMatcher(nn.Module):
                 outputs:dict, # 'pred_logits' [B, N, K+1], 'pred_boxes' [B, N, 4]
                 targets:list, # B dicts with 'labels' [n_i], 'boxes' [n_i, 4]
                ) -> list:
-        "Per image a pair (prediction indices, target indices), int64 tensors of length min(N, n_i), on the outputs' device."
-        cost = self.cost_matrix(outputs, targets)                        # (B, N, Σn_i)
-        device, cost = cost.device, cost.cpu()                           # one copy to the CPU: the solver runs there
+        "Per image a pair (prediction indices, target indices), int64 tensors of length min(N, n_i)."
+        cost = self.cost_matrix(outputs, targets).cpu()                  # (B, N, Σn_i), one copy to the CPU
         pairs, start = [], 0
         for i, t in enumerate(targets):
             stop = start + len(t['labels'])
-            pairs.append(np.stack(linear_sum_assignment(cost[i, :, start:stop].numpy())))   # (2, n_i) image i vs its own objects
+            pairs.append(np.stack(linear_sum_assignment(cost[i, :, start:stop].numpy())))   # (2, n_i) image i vs its objects
             start = stop
-        both = torch.from_numpy(np.concatenate(pairs, 1)).long().to(device, non_blocking=True)   # (2, Σ) one copy back
+        both = torch.from_numpy(np.concatenate(pairs, 1)).to(outputs['pred_logits'].device, non_blocking=True)  # and back
         return [(ij[0], ij[1]) for ij in both.split([p.shape[1] for p in pairs], dim=1)]
 
 # %% ../nbs/06_matcher_loss.ipynb #8536e456

@@ -171,6 +171,24 @@ def _check_outputs(outputs:dict, epoch:int, step:int, last_good:str, device) -> 
         raise FloatingPointError(f"the model's outputs are not finite at epoch {epoch}, step {step}: stopping training "
                                  f"(the weights diverged; try a lower --lr or --lr_backbone); {last_good}")
 
+def _losses(criterion, outputs:dict, targets:list, epoch:int, step:int, last_good:str, device) -> dict:
+    "The criterion's losses; FloatingPointError naming epoch and step if the outputs are not finite (on any process)."
+    if get_world_size() > 1: _check_outputs(outputs, epoch, step, last_good, device)   # every process stops together
+    try: return criterion(outputs, targets)                # the matcher reads the outputs anyway, and raises on NaN
+    except ValueError: _check_outputs(outputs, epoch, step, last_good, device); raise   # if so, say when
+
+def _skips_on_device(optimizer, scaler) -> bool:
+    "Whether `optimizer` can skip a step on a flag that stays on the device, as GradScaler has PyTorch's fused ones do."
+    return not scaler.is_enabled() and getattr(optimizer, '_step_supports_amp_scaling', False)
+
+def _step(optimizer, scaler, skip:Tensor|None=None) -> None:
+    "`scaler.step(optimizer)` and `scaler.update()`; where the device flag `skip` is True, weights and optimizer state stay."
+    if skip is not None: optimizer.found_inf, optimizer.grad_scale = skip.float(), None   # read by the fused kernel
+    try: scaler.step(optimizer)
+    finally:
+        if skip is not None: del optimizer.found_inf, optimizer.grad_scale
+    scaler.update()
+
 class _LossLog:
     "An epoch's loss sums and its first non-finite step, kept on the device; read on the host only by `check` and `means`."
     def __init__(self):
@@ -198,6 +216,10 @@ class _LossLog:
         bad = {k: round(v, 4) for k, v in zip(self.names[1:], losses)}
         raise FloatingPointError(f"loss is {total} at epoch {epoch}, step {step}: stopping training (losses: {bad}); {last_good}")
 
+    def show(self, bar) -> None:
+        "The mean loss so far on the progress bar, if it is shown."
+        if not bar.disable: bar.set_postfix(loss=f"{self.means()['loss']:.3f}", refresh=False)
+
     def means(self) -> dict:
         "The mean of each logged loss over the steps so far."
         return {} if self.steps == 0 else {k: v / self.steps for k, v in zip(self.names, self.sums.tolist())}
@@ -216,16 +238,14 @@ def train_one_epoch(model:nn.Module, # DETR, possibly wrapped in DistributedData
                     drop_time:float|None=None, # once time.time() passes this, divide the learning rates by 10 (once per run)
                     last_good:str='no checkpoint was written by this call', # where the last good weights are, for the messages
                     scaler:torch.amp.GradScaler|None=None, # loss scaling for fp16 (`make_grad_scaler`); None: off
-                    check_every:int=50, # steps between reads of the loss on the host (a fused optimizer skips bad steps meanwhile)
+                    check_every:int=50, # steps between reads of the loss on the host, with a fused optimizer
                    ) -> dict:
     "Train for one pass over `data_loader`; the mean of each loss, the learning rate and the number of steps."
     device = torch.device(device)
     model.train(); criterion.train()
     weights = criterion.weight_dict
     scaler = scaler or torch.amp.GradScaler(device.type, enabled=False)
-    # a fused optimizer skips its step on a flag that stays on the device (as GradScaler's fp16 overflow skip does),
-    # so the loss is read on the host only every `check_every` steps; with any other optimizer, before each step
-    skip_on_device = not scaler.is_enabled() and getattr(optimizer, '_step_supports_amp_scaling', False)
+    on_device = _skips_on_device(optimizer, scaler)
     log, steps, time_up, skipped = _LossLog(), 0, False, []
     bar = _progress(data_loader, f'epoch {epoch}')
     for step, (samples, targets) in enumerate(bar):
@@ -234,24 +254,18 @@ def train_one_epoch(model:nn.Module, # DETR, possibly wrapped in DistributedData
         _timed_drop(optimizer, drop_time, device)
         samples, targets = samples.to(device), _to_device(targets, device)
         with _autocast(device, amp): outputs = _to_float(model(samples))
-        if get_world_size() > 1: _check_outputs(outputs, epoch, step, last_good, device)   # every process stops together
-        try: loss_dict = criterion(outputs, targets)                   # the matcher raises on non-finite outputs
-        except ValueError: _check_outputs(outputs, epoch, step, last_good, device); raise   # if so, say when
+        loss_dict = _losses(criterion, outputs, targets, epoch, step, last_good, device)
         loss = sum(loss_dict[k] * weights[k] for k in loss_dict if k in weights)
         bad = log.add(reduce_mean({k: v.detach() for k, v in loss_dict.items()}), weights, step)
-        if not skip_on_device: log.check(epoch, last_good)
+        if not on_device: log.check(epoch, last_good)
         optimizer.zero_grad()
         scaler.scale(loss).backward()                                # fp16: the loss scaled up (otherwise as is)
         scaler.unscale_(optimizer)                                    # the true gradients, before clipping
         if max_norm > 0: torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-        if skip_on_device: optimizer.found_inf, optimizer.grad_scale = bad.float(), None   # a bad step changes nothing
-        scaler.step(optimizer); scaler.update()
-        if skip_on_device: del optimizer.found_inf, optimizer.grad_scale
+        _step(optimizer, scaler, bad if on_device else None)          # a fused one skips a bad step
         if warmup is not None: warmup.step()
         steps += 1
-        if steps % check_every == 0:
-            log.check(epoch, last_good)
-            if not bar.disable: bar.set_postfix(loss=f"{log.means()['loss']:.3f}", refresh=False)
+        if steps % check_every == 0: log.check(epoch, last_good); log.show(bar)
         if deadline is not None and _all_past(deadline, device): time_up = True; break
     log.check(epoch, last_good)
     stats = log.means()
