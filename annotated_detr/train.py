@@ -99,8 +99,14 @@ def _to_float(outputs):
     return outputs
 
 def _to_device(targets, device) -> list:
-    "Move every tensor of each target dict to `device`."
-    return [{k: v.to(device) if isinstance(v, Tensor) else v for k, v in t.items()} for t in targets]
+    "Move every tensor of each target dict to `device`, without waiting for the device."
+    return [{k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in t.items()} for t in targets]
+
+def _batch_to(samples, targets:list, device) -> tuple:
+    "The batch on `device`, copied without waiting for the device where `samples.to` allows it (NestedTensor does)."
+    try: samples = samples.to(device, non_blocking=True)
+    except TypeError: samples = samples.to(device)             # e.g. the segmentation appendix's FrozenBatch
+    return samples, _to_device(targets, device)
 
 def add_eval_losses(sums:dict, criterion:nn.Module, outputs:dict, targets:list) -> None:
     "Add one evaluation batch's weighted loss and its last-layer terms (averaged over processes) to `sums`."
@@ -252,7 +258,7 @@ def train_one_epoch(model:nn.Module, # DETR, possibly wrapped in DistributedData
         skipped += getattr(targets, 'skipped', [])                  # unreadable images left out (--skip_bad_images)
         if samples is None: continue                                  # none of the batch could be read
         _timed_drop(optimizer, drop_time, device)
-        samples, targets = samples.to(device), _to_device(targets, device)
+        samples, targets = _batch_to(samples, targets, device)
         with _autocast(device, amp): outputs = _to_float(model(samples))
         loss_dict = _losses(criterion, outputs, targets, epoch, step, last_good, device)
         loss = sum(loss_dict[k] * weights[k] for k in loss_dict if k in weights)
