@@ -86,6 +86,7 @@ def detect(model:nn.Module, # a DETR model: images -> {'pred_logits', 'pred_boxe
     try:
         with torch.no_grad():
             xs = [transform(img, coco_to_target([], 0, img.size))[0].to(device) for img in pil_images]  # (3, H_i, W_i)
+            xs = [x.as_subclass(Tensor) for x in xs]                  # plain tensors (torch.compile fails on tv_tensors)
             out = model(xs)                                           # one pass, padded to the largest as in 01
             sizes = torch.tensor([[img.height, img.width] for img in pil_images], device=device)
             per_image = PostProcess()(out, sizes)

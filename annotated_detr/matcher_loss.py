@@ -4,6 +4,7 @@
 
 # %% ../nbs/06_matcher_loss.ipynb #881af8e1
 from __future__ import annotations
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
@@ -63,32 +64,41 @@ def generalized_box_iou(boxes1:Tensor, # [n, 4] boxes as (x0, y0, x1, y1)
     return ops.generalized_box_iou(boxes1, boxes2)
 
 # %% ../nbs/06_matcher_loss.ipynb #df881a41
-def _check_targets(targets:list, # B dicts with 'labels' [n_i] and 'boxes' [n_i, 4] (cx, cy, w, h)
-                   num_classes:int, # K; valid labels are 0 ... K-1
-                  ):
-    "Raise a `ValueError` naming the image and the problem if a target has a bad label or box."
+def _check_target_shapes(targets:list, # B dicts with 'labels' [n_i] and 'boxes' [n_i, 4]
+                         ):
+    "Raise a `ValueError` naming the image if a target lacks a key or its boxes are not [n_i, 4]; reads shapes only."
     for i, t in enumerate(targets):
         if 'labels' not in t or 'boxes' not in t:
             raise ValueError(f"target {i} must have 'labels' and 'boxes', got keys {sorted(t)}")
         if t['boxes'].ndim != 2 or t['boxes'].shape != (len(t['labels']), 4):
             raise ValueError(f"target {i}: boxes must be [n, 4] with n = len(labels) = {len(t['labels'])}, "
                              f"got {tuple(t['boxes'].shape)}")
-    if sum(len(t['labels']) for t in targets) == 0: return
-    labels = torch.cat([t['labels'] for t in targets])
-    boxes = torch.cat([t['boxes'] for t in targets])
+
+def _check_targets(targets:list, # B dicts with 'labels' [n_i] and 'boxes' [n_i, 4] (cx, cy, w, h)
+                   num_classes:int, # K; valid labels are 0 ... K-1
+                   outputs:tuple=(), # tensors that must be finite too (the model's outputs, for the matcher)
+                  ):
+    "Raise a `ValueError` naming the image and the problem if a target has a bad label or box, or an output is not finite."
+    _check_target_shapes(targets)
+    if sum(len(t['labels']) for t in targets) == 0 and not outputs: return
+    labels = torch.cat([t['labels'] for t in targets]) if targets else torch.zeros(0, dtype=torch.long)
+    boxes = torch.cat([t['boxes'] for t in targets]) if targets else torch.zeros(0, 4)
     bad_label = (labels < 0) | (labels >= num_classes)
     bad_finite = ~torch.isfinite(boxes).all(-1)
     bad_size = (boxes[:, 2:] < 0).any(-1) & ~bad_finite
-    flags = torch.stack([bad_label.any(), bad_finite.any(), bad_size.any()]).tolist()   # one device sync
+    bad_out = [~torch.isfinite(x).all().to(labels.device) for x in outputs]
+    flags = torch.stack([bad_label.any(), bad_finite.any(), bad_size.any(), *bad_out]).tolist()   # one device sync
     if not any(flags): return
     img = torch.cat([torch.full((len(t['labels']),), i) for i, t in enumerate(targets)])
     if flags[0]:
         k = int(bad_label.nonzero()[0])
         raise ValueError(f"target {int(img[k])} has label {int(labels[k])}, but num_classes={num_classes}: labels "
                          f"must be in [0, {num_classes - 1}] (index {num_classes} is the no-object class)")
-    bad, what = (bad_finite, 'a non-finite box (NaN or Inf)') if flags[1] else (bad_size, 'a degenerate box with negative width or height')
-    k = int(bad.nonzero()[0])
-    raise ValueError(f"target {int(img[k])} has {what}: {boxes[k].tolist()} (cx, cy, w, h)")
+    if flags[1] or flags[2]:
+        bad, what = (bad_finite, 'a non-finite box (NaN or Inf)') if flags[1] else (bad_size, 'a degenerate box with negative width or height')
+        k = int(bad.nonzero()[0])
+        raise ValueError(f"target {int(img[k])} has {what}: {boxes[k].tolist()} (cx, cy, w, h)")
+    raise ValueError("the model's outputs contain NaN or Inf (did training diverge?)")
 
 # %% ../nbs/06_matcher_loss.ipynb #62e62bb8
 def fp32(x:Tensor, # any tensor; bfloat16 or float16 ones (outputs under autocast) are upcast
@@ -97,10 +107,8 @@ def fp32(x:Tensor, # any tensor; bfloat16 or float16 ones (outputs under autocas
     return x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
 
 def _check_matcher_inputs(logits:Tensor, pred_boxes:Tensor, targets:list):
-    "Raise a ValueError if a target is bad or the outputs are not finite (training diverged)."
-    _check_targets(targets, logits.shape[-1] - 1)
-    if not torch.isfinite(pred_boxes).all() or not torch.isfinite(logits).all():
-        raise ValueError("the model's outputs contain NaN or Inf (did training diverge?)")
+    "Raise a ValueError if a target is bad or the outputs are not finite (training diverged); one read of the device."
+    _check_targets(targets, logits.shape[-1] - 1, outputs=(pred_boxes, logits))
 
 # %% ../nbs/06_matcher_loss.ipynb #fdbe9386
 class HungarianMatcher(nn.Module):
@@ -130,7 +138,7 @@ class HungarianMatcher(nn.Module):
         tgt_boxes = torch.cat([t['boxes'] for t in targets]).to(out_boxes)  # (Σn_i, 4)
         cost_class = -prob[:, tgt_labels]                                # (B*N, Σn_i)
         cost_bbox = torch.cdist(out_boxes, tgt_boxes, p=1)               # (B*N, Σn_i)
-        cost_giou = -generalized_box_iou(box_cxcywh_to_xyxy(out_boxes), box_cxcywh_to_xyxy(tgt_boxes))
+        cost_giou = -ops.generalized_box_iou(box_cxcywh_to_xyxy(out_boxes), box_cxcywh_to_xyxy(tgt_boxes))
         total = self.cost_class * cost_class + self.cost_bbox * cost_bbox + self.cost_giou * cost_giou
         return total.reshape(B, N, -1)                                   # (B, N, Σn_i)
 
@@ -141,23 +149,23 @@ class HungarianMatcher(nn.Module):
                ) -> list:
         "Per image a pair (prediction indices, target indices), int64 tensors of length min(N, n_i)."
         cost = self.cost_matrix(outputs, targets).cpu()                  # (B, N, Σn_i), one copy to the CPU
-        indices, start = [], 0
+        pairs, start = [], 0
         for i, t in enumerate(targets):
             stop = start + len(t['labels'])
-            pred_idx, tgt_idx = linear_sum_assignment(cost[i, :, start:stop].numpy())   # image i vs its own objects
-            indices.append((torch.from_numpy(pred_idx).long(), torch.from_numpy(tgt_idx).long()))
+            pairs.append(np.stack(linear_sum_assignment(cost[i, :, start:stop].numpy())))   # (2, n_i) image i vs its objects
             start = stop
-        return indices
+        both = torch.from_numpy(np.concatenate(pairs, 1)).to(outputs['pred_logits'].device, non_blocking=True)  # and back
+        return [(ij[0], ij[1]) for ij in both.split([p.shape[1] for p in pairs], dim=1)]
 
 # %% ../nbs/06_matcher_loss.ipynb #8536e456
-def _num_boxes(targets:list, device) -> float:
-    "Objects per process, averaged across processes under torch.distributed; at least 1."
-    n = float(sum(len(t['labels']) for t in targets))
+def _num_boxes(targets:list, device) -> float|Tensor:
+    "Objects per process, averaged across processes under torch.distributed; at least 1 (a tensor on `device` then, never read on the host)."
+    n = float(sum(len(t['labels']) for t in targets))                  # lengths are known on the host
     dist = torch.distributed
     if dist.is_available() and dist.is_initialized():
         total = torch.tensor([n], device=device)
         dist.all_reduce(total)                                           # sum over processes
-        n = total.item() / dist.get_world_size()
+        return (total[0] / dist.get_world_size()).clamp(min=1.0)
     return max(n, 1.0)
 
 def _check_criterion_inputs(outputs:dict, targets:list, num_classes:int):
@@ -168,7 +176,7 @@ def _check_criterion_inputs(outputs:dict, targets:list, num_classes:int):
                          f"{num_classes + 1} (K classes and no-object)")
     if len(targets) != outputs['pred_logits'].shape[0]:
         raise ValueError(f"{len(targets)} targets for a batch of {outputs['pred_logits'].shape[0]} images")
-    _check_targets(targets, num_classes)
+    _check_target_shapes(targets)       # their labels and boxes: by the matcher, in the one read of the device it makes
 
 # %% ../nbs/06_matcher_loss.ipynb #85652b9e
 class SetCriterion(nn.Module):
@@ -206,7 +214,7 @@ class SetCriterion(nn.Module):
         "Mean absolute difference between predicted (non-no-object) and true object counts; no gradient."
         logits = outputs['pred_logits']
         n_pred = (logits.argmax(-1) < self.num_classes).sum(1).float()   # (B,) slots whose best class is an object
-        n_true = torch.as_tensor([len(t['labels']) for t in targets], device=logits.device, dtype=torch.float)
+        n_true = torch.stack([logits.new_full((), len(t['labels']), dtype=torch.float) for t in targets])   # (B,) filled on the device
         return {'cardinality_error': F.l1_loss(n_pred, n_true)}
 
     def loss_boxes(self, outputs, targets, indices, num_boxes) -> dict:
@@ -220,9 +228,8 @@ class SetCriterion(nn.Module):
 
     @staticmethod
     def _pred_idx(indices):
-        "Batch and slot index of every matched prediction, two (M,) tensors."
-        counts = torch.tensor([len(p) for p, _ in indices])
-        b = torch.repeat_interleave(torch.arange(len(indices)), counts)   # (M,) image of each pair
+        "Batch and slot index of every matched prediction, two (M,) tensors on the indices' device."
+        b = torch.cat([torch.full_like(p, i) for i, (p, _) in enumerate(indices)])   # (M,) image of each pair
         p = torch.cat([p for p, _ in indices])                           # (M,) slot of each pair
         return b, p
 

@@ -99,8 +99,14 @@ def _to_float(outputs):
     return outputs
 
 def _to_device(targets, device) -> list:
-    "Move every tensor of each target dict to `device`."
-    return [{k: v.to(device) if isinstance(v, Tensor) else v for k, v in t.items()} for t in targets]
+    "Move every tensor of each target dict to `device`, without waiting for the device."
+    return [{k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in t.items()} for t in targets]
+
+def _batch_to(samples, targets:list, device) -> tuple:
+    "The batch on `device`, copied without waiting for the device where `samples.to` allows it (NestedTensor does)."
+    try: samples = samples.to(device, non_blocking=True)
+    except TypeError: samples = samples.to(device)             # e.g. the segmentation appendix's FrozenBatch
+    return samples, _to_device(targets, device)
 
 def add_eval_losses(sums:dict, criterion:nn.Module, outputs:dict, targets:list) -> None:
     "Add one evaluation batch's weighted loss and its last-layer terms (averaged over processes) to `sums`."
@@ -152,8 +158,9 @@ def _progress(loader, desc:str):
 
 def _all_past(t:float, device) -> bool:
     "Whether `time.time()` has passed `t` on any process (so that all processes agree)."
+    if get_world_size() == 1: return time.time() >= t                 # one process: nothing to agree on, no device read
     flag = torch.tensor(float(time.time() >= t), device=device)
-    if get_world_size() > 1: dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
     return flag.item() > 0
 
 def _timed_drop(optimizer, drop_time:float|None, device) -> None:
@@ -170,6 +177,59 @@ def _check_outputs(outputs:dict, epoch:int, step:int, last_good:str, device) -> 
         raise FloatingPointError(f"the model's outputs are not finite at epoch {epoch}, step {step}: stopping training "
                                  f"(the weights diverged; try a lower --lr or --lr_backbone); {last_good}")
 
+def _losses(criterion, outputs:dict, targets:list, epoch:int, step:int, last_good:str, device) -> dict:
+    "The criterion's losses; FloatingPointError naming epoch and step if the outputs are not finite (on any process)."
+    if get_world_size() > 1: _check_outputs(outputs, epoch, step, last_good, device)   # every process stops together
+    try: return criterion(outputs, targets)                # the matcher reads the outputs anyway, and raises on NaN
+    except ValueError: _check_outputs(outputs, epoch, step, last_good, device); raise   # if so, say when
+
+def _skips_on_device(optimizer, scaler) -> bool:
+    "Whether `optimizer` can skip a step on a flag that stays on the device, as GradScaler has PyTorch's fused ones do."
+    return not scaler.is_enabled() and getattr(optimizer, '_step_supports_amp_scaling', False)
+
+def _step(optimizer, scaler, skip:Tensor|None=None) -> None:
+    "`scaler.step(optimizer)` and `scaler.update()`; where the device flag `skip` is True, weights and optimizer state stay."
+    if skip is not None: optimizer.found_inf, optimizer.grad_scale = skip.float(), None   # read by the fused kernel
+    try: scaler.step(optimizer)
+    finally:
+        if skip is not None: del optimizer.found_inf, optimizer.grad_scale
+    scaler.update()
+
+class _LossLog:
+    "An epoch's loss sums and its first non-finite step, kept on the device; read on the host only by `check` and `means`."
+    def __init__(self):
+        self.names, self.sums, self.first_bad, self.bad_values, self.steps = None, None, None, None, 0
+
+    def add(self, logged:dict, weights:dict, step:int) -> Tensor:
+        "Add one step's losses (averaged over processes); a device flag, True if their weighted total is not finite."
+        total = sum(logged[k] * weights[k] for k in logged if k in weights)
+        if self.names is None: self.names = ['loss'] + [k for k in logged if not k[-1].isdigit()]   # not the _0.._4 copies
+        values = torch.stack([total] + [logged[k] for k in self.names[1:]]).float()   # (1 + losses,)
+        bad = ~total.isfinite()
+        if self.steps == 0: self.first_bad, self.bad_values, self.sums = torch.where(bad, step, -1), values, values
+        else:
+            new = bad & (self.first_bad < 0)                                # the first bad step is the one reported
+            self.first_bad = torch.where(new, step, self.first_bad)
+            self.bad_values = torch.where(new, values, self.bad_values)
+            self.sums = self.sums + values
+        self.steps += 1
+        return bad
+
+    def check(self, epoch:int, last_good:str) -> None:
+        "Raise FloatingPointError naming the first step whose loss was not finite, and its losses; one read of the device."
+        if self.steps == 0 or (step := int(self.first_bad)) < 0: return
+        total, *losses = self.bad_values.tolist()
+        bad = {k: round(v, 4) for k, v in zip(self.names[1:], losses)}
+        raise FloatingPointError(f"loss is {total} at epoch {epoch}, step {step}: stopping training (losses: {bad}); {last_good}")
+
+    def show(self, bar) -> None:
+        "The mean loss so far on the progress bar, if it is shown."
+        if not bar.disable: bar.set_postfix(loss=f"{self.means()['loss']:.3f}", refresh=False)
+
+    def means(self) -> dict:
+        "The mean of each logged loss over the steps so far."
+        return {} if self.steps == 0 else {k: v / self.steps for k, v in zip(self.names, self.sums.tolist())}
+
 # %% ../nbs/07_train.ipynb #e7c4f71e
 def train_one_epoch(model:nn.Module, # DETR, possibly wrapped in DistributedDataParallel
                     criterion:nn.Module, # SetCriterion
@@ -184,42 +244,37 @@ def train_one_epoch(model:nn.Module, # DETR, possibly wrapped in DistributedData
                     drop_time:float|None=None, # once time.time() passes this, divide the learning rates by 10 (once per run)
                     last_good:str='no checkpoint was written by this call', # where the last good weights are, for the messages
                     scaler:torch.amp.GradScaler|None=None, # loss scaling for fp16 (`make_grad_scaler`); None: off
+                    check_every:int=50, # steps between reads of the loss on the host, with a fused optimizer
                    ) -> dict:
     "Train for one pass over `data_loader`; the mean of each loss, the learning rate and the number of steps."
     device = torch.device(device)
     model.train(); criterion.train()
     weights = criterion.weight_dict
     scaler = scaler or torch.amp.GradScaler(device.type, enabled=False)
-    sums, steps, time_up, skipped = defaultdict(float), 0, False, []
+    on_device = _skips_on_device(optimizer, scaler)
+    log, steps, time_up, skipped = _LossLog(), 0, False, []
     bar = _progress(data_loader, f'epoch {epoch}')
     for step, (samples, targets) in enumerate(bar):
         skipped += getattr(targets, 'skipped', [])                  # unreadable images left out (--skip_bad_images)
         if samples is None: continue                                  # none of the batch could be read
         _timed_drop(optimizer, drop_time, device)
-        samples, targets = samples.to(device), _to_device(targets, device)
+        samples, targets = _batch_to(samples, targets, device)
         with _autocast(device, amp): outputs = _to_float(model(samples))
-        _check_outputs(outputs, epoch, step, last_good, device)
-        loss_dict = criterion(outputs, targets)
+        loss_dict = _losses(criterion, outputs, targets, epoch, step, last_good, device)
         loss = sum(loss_dict[k] * weights[k] for k in loss_dict if k in weights)
-        logged = reduce_mean({k: v.detach() for k, v in loss_dict.items()})
-        loss_value = sum(logged[k] * weights[k] for k in logged if k in weights).item()
-        if not math.isfinite(loss_value):
-            bad = {k: round(v.item(), 4) for k, v in logged.items() if not k[-1].isdigit()}
-            raise FloatingPointError(f"loss is {loss_value} at epoch {epoch}, step {step}: stopping training "
-                                     f"(losses: {bad}); {last_good}")
+        bad = log.add(reduce_mean({k: v.detach() for k, v in loss_dict.items()}), weights, step)
+        if not on_device: log.check(epoch, last_good)
         optimizer.zero_grad()
         scaler.scale(loss).backward()                                # fp16: the loss scaled up (otherwise as is)
         scaler.unscale_(optimizer)                                    # the true gradients, before clipping
         if max_norm > 0: torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-        scaler.step(optimizer); scaler.update()
+        _step(optimizer, scaler, bad if on_device else None)          # a fused one skips a bad step
         if warmup is not None: warmup.step()
-        sums['loss'] += loss_value
-        for k, v in logged.items():
-            if not k[-1].isdigit(): sums[k] += v.item()             # last decoder layer only, not the _0.._4 copies
         steps += 1
-        bar.set_postfix(loss=f'{loss_value:.3f}', refresh=False)
+        if steps % check_every == 0: log.check(epoch, last_good); log.show(bar)
         if deadline is not None and _all_past(deadline, device): time_up = True; break
-    stats = {k: v / max(steps, 1) for k, v in sums.items()}
+    log.check(epoch, last_good)
+    stats = log.means()
     stats.update(lr=optimizer.param_groups[0]['lr'], steps=steps, time_up=time_up)
     if skipped: stats['skipped_images'] = skipped
     return stats

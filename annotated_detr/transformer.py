@@ -295,6 +295,7 @@ def build_detr(num_classes:int=91, # K; COCO's ids go up to 90, so the released 
                backbone_width:float=1.0, # < 1: narrower (02_backbone)
                pad_invariant:bool=False, # zero the padding inside the backbone (appendix padding): results do not depend on the batch; not the original's
                masks:bool=False, # the segmentation model (appendix segmentation)
+               compile:bool=False, # torch.compile it (appendix speed)
               ) -> DETR:
     "Build a DETR (or, with `masks`, the segmentation model) from the original training script's arguments."
     if num_classes < 1: raise ValueError(f"num_classes must be at least 1, got {num_classes}")
@@ -305,9 +306,11 @@ def build_detr(num_classes:int=91, # K; COCO's ids go up to 90, so the released 
     if pad_invariant: make_pad_invariant(joiner[0])
     transformer = Transformer(hidden_dim, nheads, enc_layers, dec_layers, dim_feedforward, dropout, pre_norm)
     model = DETR(joiner, transformer, num_classes=num_classes, num_queries=num_queries, aux_loss=aux_loss)
-    if not masks: return model
-    from annotated_detr.segmentation import DETRsegm   # here: segmentation builds on this module
-    return DETRsegm(model)
+    if masks:
+        from annotated_detr.segmentation import DETRsegm   # here: segmentation builds on this module
+        model = DETRsegm(model)
+    if compile: model.compile(dynamic=True)
+    return model
 
 # %% ../nbs/05_transformer.ipynb #be964488
 def fill_by_weight_rule(sd:dict) -> dict:

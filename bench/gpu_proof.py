@@ -82,7 +82,7 @@ def main():
     # 2. the throughput benchmark, alone on the machine
     if 'gpu_bench' not in a.skip:
         run('gpu_bench', [py, 'bench/gpu.py', '--with-hf', '--json', out / 'gpu.json', *(['--cpu-dry-run'] if dry else [])],
-            out, 150, results=results)
+            out, 360, results=results)   # training steps, detect (one compilation), sync count
         if (out / 'gpu.json').exists(): summary['gpu_bench'] = json.loads((out / 'gpu.json').read_text())
         save()
 
