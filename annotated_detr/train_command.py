@@ -913,7 +913,8 @@ def _main(args):
                 f"{num_classes} classes, {get_world_size()} process(es), device {device}")
     budget = args.time_budget * 60 if args.time_budget else None
     probe = collate_fn([ds_val[i] for i in range(min(2, len(ds_val)))])[0].to(device)   # for the check before each save
-    trained, records, record = 0., [], {}
+    trained = float(history[-1].get('train_time', 0.)) if history else 0.   # a resumed run's budget counts what it trained
+    records, record = [], {}
     tb = tensorboard_writer(out, args.start_epoch) if args.tensorboard and out is not None and main_proc else None
     for epoch in range(args.start_epoch, args.epochs):
         seed_everything(epoch_seed(args.seed, epoch, get_rank()))
