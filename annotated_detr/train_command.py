@@ -170,7 +170,9 @@ def checkpoint_flags(path:str, # a checkpoint path or URL (--resume)
     except Exception: return {}           # missing or unreadable: `validate_args` and `load_training_checkpoint` say so
     saved = ckpt.get('args') if isinstance(ckpt, dict) else None
     if isinstance(saved, argparse.Namespace): return {k: v for k, v in vars(saved).items() if k in ARCH_FLAGS}
-    return {k: v for k, v in saved.items() if k not in INVOCATION_FLAGS} if isinstance(saved, dict) else {}
+    flags = {k: v for k, v in saved.items() if k not in INVOCATION_FLAGS} if isinstance(saved, dict) else {}
+    if flags.get('output_dir') and '://' not in str(path): flags['output_dir'] = str(p.parent)   # the run's folder, even moved
+    return flags
 
 def parse_args(argv:list|None=None, # command-line words; None reads sys.argv
               ) -> argparse.Namespace:
