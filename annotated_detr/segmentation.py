@@ -650,7 +650,7 @@ def segment(model:DETRsegm, # a segmentation model
     if not 0 <= threshold <= 1: raise ValueError(f"threshold must be in [0, 1], got {threshold}")
     if not isinstance(images, (list, tuple)): images = [images]
     pil_images = [_to_pil(im) for im in images]
-    if transform is None:                                   # as 06's `detect`: the size the checkpoint was evaluated at
+    if transform is None:                                   # as `detect` (appendix inference): the size the checkpoint was evaluated at
         size, max_size = getattr(model, 'eval_size', None) or (800, 1333)
         transform = make_coco_transforms('val', scales=[size], max_size=max_size)
     if class_names is None: class_names = getattr(model, 'class_names', None)
