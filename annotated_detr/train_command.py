@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, DistributedSampler, BatchSampler, Datas
 from torch.nn.parallel import DistributedDataParallel
 from .nested_tensor import NestedTensor, collate_fn
 from .data import build_dataset, CocoDetection, DATASET_DEFAULTS, make_coco_transforms
-from .checkpoints import load_checkpoint, load_exactly, cached_download, local_file, config_from_checkpoint
+from .checkpoints import load_checkpoint, load_exactly, cached_download, config_from_checkpoint
 from .train import (build_training, make_optimizer, train_one_epoch, evaluate, coco_of, COCO_STAT_NAMES,
                                   get_world_size, get_rank, is_main_process, amp_enabled, make_grad_scaler,
                                   warmup_schedule, _to_float, _in_notebook)
@@ -163,7 +163,7 @@ def checkpoint_flags(path:str, # a checkpoint path or URL (--resume)
                     ) -> dict:
     "The flags a checkpoint's run was trained with: all of a `detr_train` run's, the model's of the original script's; {} if none."
     try:
-        p = local_file(str(path)) or (cached_download(str(path)) if '://' in str(path) else Path(path).expanduser())
+        p = cached_download(str(path)) if '://' in str(path) else Path(path).expanduser()   # file:// is read in place
         with torch.serialization.safe_globals([argparse.Namespace]):
             try: ckpt = torch.load(p, map_location='cpu', weights_only=True, mmap=True)   # the weights stay on disk
             except RuntimeError: ckpt = torch.load(p, map_location='cpu', weights_only=True)   # an old-format file
